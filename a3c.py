@@ -1,0 +1,508 @@
+"""A3C: asynchronous advantage actor-critic (Mnih et al. 2016, Algorithm S3).
+
+Docs, deviations from the paper and measured results: README.md#a3cpy
+
+    python a3c.py                                  # Pong, the paper's small network, all cores
+    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 150000
+    python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
+    python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
+
+Hogwild: one model lives in shared memory; each worker process keeps a local copy,
+syncs it at the start of every t_max-step segment, computes its gradient locally and
+applies it to the shared parameters with a shared-statistics RMSProp, without locks.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import queue as queue_lib
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+import ale_py
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from common import UsageError, flatten_parameters, layer_init, make_env, make_trunk
+
+SCRIPT = "a3c.py"
+
+
+@dataclass
+class Args:
+    """A3C with Hogwild workers and shared RMSProp. Atari ids get the DQN preprocessing."""
+
+    env_id: str = "PongNoFrameskip-v4"
+    """gymnasium id; Atari ids (`PongNoFrameskip-v4`, `ALE/Pong-v5`) get the Atari preprocessing"""
+    num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """actor-learner processes (default: the CPU cores this process may use)"""
+    total_timesteps: int = 10_000_000
+    """T_max: env.step calls summed over all workers (one Atari step = 4 frames)"""
+    seed: int = 1
+    """worker i is seeded with seed + i; evaluation with seed + 10000"""
+    learning_rate: float = 7e-4
+    """initial RMSProp rate, annealed linearly to 0 at T_max (the value the authors told others)"""
+    gamma: float = 0.99
+    """discount"""
+    t_max: int = 5
+    """steps per worker segment before an update (Algorithm S3)"""
+    entropy_coef: float = 0.01
+    """beta, the entropy bonus weight (Section 4)"""
+    value_coef: float = 0.5
+    """weight of the value loss (R - V)^2; the paper does not state it"""
+    rms_alpha: float = 0.99
+    """RMSProp decay of the shared squared-gradient average"""
+    rms_eps: float = 0.1
+    """RMSProp epsilon, inside the square root"""
+    max_grad_norm: float = 40.0
+    """clip each worker's gradient to this global norm"""
+    network: str = "small"
+    """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """tanh MLP trunk for vector observations"""
+    run_dir: Optional[str] = None
+    """where the run writes everything (default runs/<env>__a3c__<seed>__<unix time>)"""
+    eval_interval: int = 250_000
+    """evaluate every this many global steps, in a separate process"""
+    eval_episodes: int = 10
+    """episodes per evaluation (whole games with real rewards on Atari)"""
+    eval_greedy: bool = False
+    """act greedily in evaluation instead of sampling (a greedy A3C policy can get stuck)"""
+    eval_max_steps: int = 27_000
+    """cap on an evaluation episode's length in agent steps (27,000 = 30 minutes of Atari)"""
+    log_interval: float = 5.0
+    """seconds between rows of progress.csv"""
+    checkpoint_interval: float = 300.0
+    """seconds between checkpoints"""
+    eval_only: bool = False
+    """evaluate --checkpoint, write eval.json and exit"""
+    checkpoint: Optional[str] = None
+    """model.pt or checkpoint.pt for --eval-only"""
+    resume: Optional[str] = None
+    """checkpoint.pt of a run to continue; flags not given again keep the run's values"""
+    capture_video: bool = False
+    """record the final evaluation's episodes under <run-dir>/videos"""
+
+
+class ActorCritic(nn.Module):
+    """Softmax policy and linear value on one shared trunk (Section 4: all non-output layers shared)."""
+
+    def __init__(self, observation_space, num_actions, network, hidden_sizes):
+        super().__init__()
+        self.trunk, width = make_trunk(observation_space, network, hidden_sizes)
+        self.policy = layer_init(nn.Linear(width, num_actions), std=0.01)  # near-uniform start
+        self.value = layer_init(nn.Linear(width, 1), std=1.0)
+
+    def forward(self, obs):
+        hidden = self.trunk(obs)
+        return self.policy(hidden), self.value(hidden).squeeze(-1)
+
+
+class SharedRMSprop:
+    """Non-centred RMSProp whose statistics g are shared by all workers (Section 4, Supplement 7).
+
+    g <- alpha * g + (1 - alpha) * grad^2;  theta <- theta - lr * grad / sqrt(g + eps)
+    """
+
+    def __init__(self, params, alpha=0.99, eps=0.1):
+        self.params, self.alpha, self.eps = params, alpha, eps
+        # Created up front and moved to shared memory before any worker starts: state made
+        # lazily on a worker's first step (as torch.optim does) would be private to it.
+        self.square_avg = torch.zeros_like(params).share_memory_()
+
+    def step(self, grad, lr):
+        # The worker's gradient is read here, never aliased into the shared model: since
+        # PyTorch 2 zero_grad() sets .grad to None, which silently breaks the old trick of
+        # pointing the shared .grad at the local one. Hogwild: no lock, races are tolerated.
+        self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
+        self.params.addcdiv_(grad, self.square_avg.add(self.eps).sqrt_(), value=-lr)
+
+
+def n_step_returns(rewards, terminated, bootstrap_value, gamma):
+    """Algorithm S3: R = 0 at a terminal state, else V(s_t); then R <- r_i + gamma * R backwards.
+
+    A truncated episode (time limit) is not terminal: it bootstraps from V like a cut segment.
+    """
+    returns = np.empty(len(rewards), np.float32)
+    R = 0.0 if terminated else bootstrap_value
+    for i in reversed(range(len(rewards))):
+        R = rewards[i] + gamma * R
+        returns[i] = R
+    return returns
+
+
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
+    """Backpropagate a segment's loss into the local flat gradient, clip it, apply it to theta.
+
+    Returns False (and applies nothing) when the gradient is not finite: one NaN written
+    into the shared parameters would poison every worker.
+    """
+    grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
+    loss.backward()
+    grad_norm = grads.norm().item()
+    if not np.isfinite(grad_norm):
+        return False
+    grads.mul_(min(1.0, max_grad_norm / (grad_norm + 1e-6)))
+    optimizer.step(grads, lr)  # Algorithm S3: asynchronous update of theta using the gradient
+    return True
+
+
+def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
+    """One actor-learner (Algorithm S3). Reports episodes, losses and errors on `messages`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
+    torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
+    try:
+        seed = args.seed + rank
+        torch.manual_seed(seed)
+        env = make_env(args.env_id, training=True)
+        model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+        params, grads = flatten_parameters(model)
+        obs, _ = env.reset(seed=seed)
+        stats, last_report = np.zeros(5), time.time()
+        while global_step.value < args.total_timesteps and not stop.is_set():
+            params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
+            observations, actions, rewards = [], [], []
+            for _ in range(args.t_max):  # Algorithm S3: act until terminal or t - t_start == t_max
+                with torch.inference_mode():
+                    logits, _ = model(torch.from_numpy(obs).unsqueeze(0))
+                action = torch.multinomial(logits.softmax(-1), 1).item()
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                observations.append(obs)
+                actions.append(action)
+                rewards.append(reward)
+                obs = next_obs
+                if "episode" in info:  # a whole game ended (not just a life): real return
+                    messages.put(("episode", global_step.value, float(info["episode"]["r"]), int(info["episode"]["l"])))
+                if terminated or truncated:
+                    obs, _ = env.reset()
+                    break
+            # One batched forward over the segment and the state to bootstrap from.
+            logits, values = model(torch.from_numpy(np.stack(observations + [next_obs])))
+            returns = torch.from_numpy(n_step_returns(rewards, terminated, values[-1].item(), args.gamma))
+            log_probs = F.log_softmax(logits[:-1], dim=-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            advantages = returns - values[:-1]
+            # Algorithm S3: accumulate grad log pi(a_i|s_i) (R - V(s_i)) + beta grad H, and d(R - V)^2.
+            policy_loss = -(log_probs[torch.arange(len(actions)), actions] * advantages.detach()).sum()
+            value_loss = advantages.pow(2).sum()
+            loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy.sum()
+            with global_step.get_lock():
+                global_step.value += len(rewards)
+                step = global_step.value
+            lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
+            if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
+                stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
+            else:
+                stats[4] += 1
+            if time.time() - last_report > 2.0:
+                messages.put(("losses", stats.copy()))
+                stats[:], last_report = 0, time.time()
+        messages.put(("losses", stats.copy()))
+        env.close()
+    except Exception:
+        messages.put(("error", rank, traceback.format_exc()))
+        raise
+
+
+def evaluate(model, env, num_episodes, greedy, seed):
+    """Play whole episodes with real rewards; sample from the policy unless greedy."""
+    generator = torch.Generator().manual_seed(seed)
+    obs, _ = env.reset(seed=seed)
+    returns = []
+    while len(returns) < num_episodes:
+        episode_return, done = 0.0, False
+        while not done:
+            with torch.inference_mode():
+                logits, _ = model(torch.from_numpy(obs).unsqueeze(0))
+            action = logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            obs, reward, terminated, truncated, _ = env.step(action.item())
+            episode_return += reward
+            done = terminated or truncated
+        returns.append(episode_return)
+        obs, _ = env.reset()
+    return returns
+
+
+def evaluator(args, shared_params, global_step, messages, stop):
+    """Evaluate the shared model every eval_interval global steps on its own env and seed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
+    model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+    params, _ = flatten_parameters(model)
+    next_eval = (global_step.value // args.eval_interval + 1) * args.eval_interval
+    while not stop.is_set():
+        step = global_step.value
+        if step < next_eval:
+            time.sleep(0.05)
+            continue
+        params.copy_(shared_params)
+        returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
+        messages.put(("eval", step, returns))
+        next_eval = (step // args.eval_interval + 1) * args.eval_interval
+
+
+# ---------------------------------------------------------------------------------------
+# The main process: arguments, run directory, supervision, checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; carries the exit status (130 or 143)."""
+
+
+def save_atomic(obj, path):
+    """Write to a temporary file, flush it to disk, then rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UsageError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
+        raise UsageError(f"{path} is not a checkpoint or model file written by this project")
+    if ckpt.get("script") != SCRIPT:
+        raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
+    return ckpt
+
+
+def parse_args():
+    """Parse the command line; with --resume or --eval-only, flags not given keep the checkpoint's values."""
+    args = tyro.cli(Args)
+    path = args.resume or (args.checkpoint if args.eval_only else None)
+    if args.eval_only and not args.checkpoint:
+        raise UsageError("--eval-only needs --checkpoint PATH (a model.pt or checkpoint.pt)")
+    if path is None:
+        return args, None
+    ckpt = load_checkpoint(path)
+    fields = {f.name for f in dataclasses.fields(Args)}
+    stored = Args(**{k: v for k, v in ckpt["args"].items() if k in fields})
+    run_dir = os.path.dirname(os.path.abspath(path)) if args.resume else None
+    stored = dataclasses.replace(stored, run_dir=run_dir, resume=args.resume, eval_only=args.eval_only,
+                                 checkpoint=args.checkpoint, capture_video=False)
+    args = tyro.cli(Args, default=stored)
+    if args.env_id != ckpt["args"]["env_id"]:
+        raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
+    return args, ckpt
+
+
+def check_args(args):
+    for name in ("num_workers", "total_timesteps", "t_max", "eval_interval", "eval_episodes", "eval_max_steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
+    env = make_env(args.env_id, training=True)
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
+                         "a3c.py supports Discrete action spaces only (continuous control is not implemented yet)")
+    env.close()
+
+
+def build_model(args):
+    env = make_env(args.env_id, training=False)
+    model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+    env.close()
+    return model
+
+
+def load_weights(model, ckpt, path):
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as error:
+        raise UsageError(f"{path} does not fit this network ({str(error).splitlines()[1].strip()}); "
+                         "pass the --network / --hidden-sizes it was trained with") from None
+
+
+def final_evaluation(args, model, run_dir, global_step):
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps, video_dir=video_dir)
+    returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
+    env.close()
+    result = {"env_id": args.env_id, "global_step": global_step, "returns": returns,
+              "mean": float(np.mean(returns)), "std": float(np.std(returns)), "greedy": args.eval_greedy}
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def make_run_dir(args):
+    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__a3c__{args.seed}__{int(time.time())}")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            versions = {"python": sys.version.split()[0], "torch": torch.__version__, "gymnasium": gym.__version__,
+                        "ale_py": ale_py.__version__, "mujoco": mujoco.__version__}
+            json.dump({**dataclasses.asdict(args), "versions": versions}, f, indent=2)
+    except OSError as error:
+        raise UsageError(f"cannot write the run directory {run_dir}: {error.strerror}") from None
+    return run_dir
+
+
+def train(args, ckpt):
+    run_dir = make_run_dir(args)
+    shared_model = build_model(args)
+    if ckpt is not None:
+        load_weights(shared_model, ckpt, args.resume)
+    shared_params, _ = flatten_parameters(shared_model)
+    shared_params.share_memory_()  # the one theta every worker reads and writes
+    optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
+    ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
+    global_step, stop, messages = ctx.Value("q", 0), ctx.Event(), ctx.Queue()
+    seconds_before = 0.0
+    if ckpt is not None:
+        optimizer.square_avg.copy_(ckpt["square_avg"])
+        global_step.value, seconds_before = ckpt["global_step"], ckpt["seconds"]
+
+    def checkpoint(path, full):
+        state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": global_step.value,
+                 "seconds": seconds_before + time.time() - start, "model": shared_model.state_dict()}
+        if full:
+            state["square_avg"] = optimizer.square_avg.clone()
+        save_atomic(state, os.path.join(run_dir, path))
+
+    writer = SummaryWriter(run_dir)
+    csv_path = os.path.join(run_dir, "progress.csv")
+    new_csv = not os.path.exists(csv_path)
+    csv_file = open(csv_path, "a", newline="")
+    progress = csv.writer(csv_file)
+    if new_csv:
+        progress.writerow(["global_step", "seconds", "sps", "episodic_return", "eval_return_mean", "eval_return_std",
+                           "learning_rate", "episodic_length", "policy_loss", "value_loss", "entropy", "skipped_updates"])
+
+    workers = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, global_step, messages, stop),
+                           daemon=True) for rank in range(args.num_workers)]
+    evaluator_process = ctx.Process(target=evaluator, args=(args, shared_params, global_step, messages, stop), daemon=True)
+
+    def on_signal(signum, frame):
+        raise Interrupted(128 + signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    start = time.time()
+    for process in workers + [evaluator_process]:
+        process.start()
+    bar = tqdm(total=args.total_timesteps, initial=min(global_step.value, args.total_timesteps), unit="step",
+               dynamic_ncols=True, smoothing=0.1)
+    episodes, losses, evals, skipped = [], np.zeros(5), None, 0
+    last_log = last_checkpoint = time.time()
+    last_step, exit_code, failure = global_step.value, 0, None
+    try:
+        while failure is None and any(w.is_alive() for w in workers):
+            try:
+                message = messages.get(timeout=0.2)
+            except queue_lib.Empty:
+                message = None
+            if message and message[0] == "episode":
+                episodes.append(message[2:])
+                writer.add_scalar("charts/episodic_return", message[2], message[1])
+                writer.add_scalar("charts/episodic_length", message[3], message[1])
+            elif message and message[0] == "losses":
+                losses += message[1]
+            elif message and message[0] == "eval":
+                evals = message[1:]
+                writer.add_scalar("eval/return_mean", np.mean(evals[1]), evals[0])
+            elif message and message[0] == "error":
+                failure = f"worker {message[1]} failed:\n{message[2]}"
+            for rank, w in enumerate(workers):
+                if failure is None and w.exitcode not in (None, 0):
+                    failure = f"worker {rank} died with exit code {w.exitcode}"
+            now, step = time.time(), global_step.value
+            bar.update(min(step, args.total_timesteps) - bar.n)
+            if now - last_log >= args.log_interval or evals is not None:
+                sps = (step - last_step) / (now - last_log)
+                lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
+                mean = lambda values: f"{np.mean(values):.4g}" if len(values) else ""
+                updates = max(losses[3], 1)
+                skipped += int(losses[4])
+                row = [step, f"{seconds_before + now - start:.1f}", f"{sps:.0f}", mean([e[0] for e in episodes]),
+                       f"{np.mean(evals[1]):.4g}" if evals else "", f"{np.std(evals[1]):.4g}" if evals else "",
+                       f"{lr:.3g}", mean([e[1] for e in episodes])]
+                row += [f"{x / updates:.4g}" if losses[3] else "" for x in losses[:3]] + [skipped]
+                progress.writerow(row)
+                csv_file.flush()
+                for key, value in (("charts/SPS", sps), ("charts/learning_rate", lr), ("losses/skipped_updates", skipped)):
+                    writer.add_scalar(key, value, step)
+                if losses[3]:
+                    for i, key in enumerate(("losses/policy_loss", "losses/value_loss", "losses/entropy")):
+                        writer.add_scalar(key, losses[i] / updates, step)
+                bar.set_postfix(sps=f"{sps:.0f}", ret=row[3] or "-", eval=row[4] or "-")
+                episodes, losses, evals, last_log, last_step = [], np.zeros(5), None, now, step
+            if now - last_checkpoint >= args.checkpoint_interval:
+                checkpoint("checkpoint.pt", full=True)
+                last_checkpoint = now
+    except Interrupted as interrupt:
+        exit_code = interrupt.args[0]
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.set()
+        for process in workers + [evaluator_process]:
+            process.join(timeout=5 if process in workers else 0.5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        bar.close()
+    checkpoint("checkpoint.pt", full=True)
+    if failure is not None or exit_code:
+        writer.close()
+        csv_file.close()
+        if failure is not None:
+            print(f"{SCRIPT}: {failure.rstrip()}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
+            return 1
+        print(f"{SCRIPT}: interrupted at step {global_step.value}; checkpoint saved in {run_dir}", file=sys.stderr)
+        return exit_code
+    checkpoint("model.pt", full=False)
+    result = final_evaluation(args, shared_model, run_dir, global_step.value)
+    step = global_step.value
+    writer.add_scalar("eval/return_mean", result["mean"], step)
+    progress.writerow([step, f"{seconds_before + time.time() - start:.1f}", "", "", f"{result['mean']:.4g}",
+                       f"{result['std']:.4g}", "0", "", "", "", "", skipped])
+    writer.close()
+    csv_file.close()
+    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; run in {run_dir}")
+    return 0
+
+
+def main():
+    torch.set_num_threads(1)
+    args, ckpt = parse_args()
+    check_args(args)
+    if not args.eval_only:
+        return train(args, ckpt)
+    model = build_model(args)
+    load_weights(model, ckpt, args.checkpoint)
+    run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.checkpoint))
+    os.makedirs(run_dir, exist_ok=True)
+    result = final_evaluation(args, model, run_dir, ckpt["global_step"])
+    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; "
+          f"wrote {os.path.join(run_dir, 'eval.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UsageError as error:
+        print(f"{SCRIPT}: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,78 @@
+"""The math of a3c.py with hand-worked numbers: returns, the shared RMSProp step, the loss plumbing."""
+
+import numpy as np
+import pytest
+import torch
+
+from a3c import SharedRMSprop, apply_gradient, n_step_returns
+from common import flatten_parameters
+
+
+def test_n_step_returns_terminal_uses_zero():
+    # R = 0; R = 3 + 0.5*0 = 3; R = 2 + 0.5*3 = 3.5; R = 1 + 0.5*3.5 = 2.75
+    returns = n_step_returns([1.0, 2.0, 3.0], terminated=True, bootstrap_value=100.0, gamma=0.5)
+    np.testing.assert_allclose(returns, [2.75, 3.5, 3.0])
+
+
+def test_n_step_returns_cut_segment_bootstraps_from_value():
+    # R = V = 8; R = 3 + 0.5*8 = 7; R = 2 + 3.5 = 5.5; R = 1 + 2.75 = 3.75
+    returns = n_step_returns([1.0, 2.0, 3.0], terminated=False, bootstrap_value=8.0, gamma=0.5)
+    np.testing.assert_allclose(returns, [3.75, 5.5, 7.0])
+
+
+def test_n_step_returns_truncation_is_not_termination():
+    # A time-limit truncation passes terminated=False: the value of the last state counts.
+    truncated = n_step_returns([0.0, 1.0], terminated=False, bootstrap_value=10.0, gamma=0.9)
+    terminal = n_step_returns([0.0, 1.0], terminated=True, bootstrap_value=10.0, gamma=0.9)
+    np.testing.assert_allclose(truncated, [0.9 * (1 + 9.0), 1 + 9.0], rtol=1e-6)
+    np.testing.assert_allclose(terminal, [0.9, 1.0], rtol=1e-6)
+
+
+def test_shared_rmsprop_step_matches_hand_computation():
+    params = torch.tensor([1.0, -2.0, 0.5])
+    optimizer = SharedRMSprop(params, alpha=0.9, eps=0.1)
+    assert optimizer.square_avg.is_shared()
+    grad = torch.tensor([2.0, 0.0, -1.0])
+    optimizer.step(grad, lr=0.01)
+    # g = 0.1 * grad^2 = [0.4, 0, 0.1]; theta -= 0.01 * grad / sqrt(g + 0.1)
+    np.testing.assert_allclose(optimizer.square_avg, [0.4, 0.0, 0.1], rtol=1e-6)
+    expected = [1.0 - 0.01 * 2 / np.sqrt(0.5), -2.0, 0.5 + 0.01 * 1 / np.sqrt(0.2)]
+    np.testing.assert_allclose(params, expected, rtol=1e-6)
+    optimizer.step(grad, lr=0.01)  # second step: g = 0.9 * g + 0.1 * grad^2
+    np.testing.assert_allclose(optimizer.square_avg, [0.76, 0.0, 0.19], rtol=1e-6)
+    np.testing.assert_allclose(params[0], expected[0] - 0.01 * 2 / np.sqrt(0.86), rtol=1e-6)
+
+
+def test_flat_parameters_are_views_that_gradients_accumulate_into():
+    model = torch.nn.Linear(3, 2)
+    params, grads = flatten_parameters(model)
+    assert params.numel() == 8
+    params.fill_(0.5)
+    assert torch.all(model.weight == 0.5) and torch.all(model.bias == 0.5)
+    model(torch.ones(1, 3)).sum().backward()
+    # d(sum W x + b)/dW = x = 1, /db = 1: the flat buffer holds the gradient, no copy needed.
+    torch.testing.assert_close(grads, torch.ones(8))
+
+
+def test_apply_gradient_clips_to_max_norm():
+    params = torch.zeros(2)
+    weights = torch.nn.Parameter(torch.zeros(2))
+    weights.grad = torch.zeros(2)
+    optimizer = SharedRMSprop(params, alpha=0.0, eps=0.0)  # step = lr * grad / |grad|
+    loss = (weights * torch.tensor([30.0, 40.0])).sum()  # gradient [30, 40], norm 50
+    assert apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0)
+    # clipped to [3, 4]; RMSProp with alpha 0, eps 0 moves each coordinate by lr * sign
+    torch.testing.assert_close(optimizer.square_avg, torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_apply_gradient_skips_non_finite_gradient(bad):
+    params = torch.ones(2)
+    weights = torch.nn.Parameter(torch.zeros(2))
+    weights.grad = torch.zeros(2)
+    optimizer = SharedRMSprop(params)
+    loss = (weights * torch.tensor([1.0, bad])).sum()
+    assert not apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0)
+    torch.testing.assert_close(params, torch.ones(2))
+    torch.testing.assert_close(optimizer.square_avg, torch.zeros(2))

@@ -1,0 +1,67 @@
+"""Hogwild plumbing with real processes: a child's update must land in the parent's shared memory."""
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+import a3c
+from common import flatten_parameters, make_env
+
+CTX = mp.get_context("spawn")
+
+
+def shared_cartpole_model():
+    env = make_env("CartPole-v1", training=True)
+    model = a3c.ActorCritic(env.observation_space, env.action_space.n, "small", (8,))
+    params, _ = flatten_parameters(model)
+    params.share_memory_()
+    return model, params
+
+
+def test_worker_process_updates_parents_shared_parameters_and_statistics():
+    model, params = shared_cartpole_model()
+    optimizer = a3c.SharedRMSprop(params)
+    before = params.clone()
+    args = dataclasses.replace(a3c.Args(), env_id="CartPole-v1", hidden_sizes=(8,), total_timesteps=20)
+    global_step, stop, messages = CTX.Value("q", 0), CTX.Event(), CTX.Queue()
+    child = CTX.Process(target=a3c.worker, args=(0, args, params, optimizer, global_step, messages, stop))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert global_step.value >= 20
+    assert not torch.equal(params, before)  # theta moved in the parent's memory
+    assert torch.count_nonzero(optimizer.square_avg) > 0.9 * params.numel()  # so did the shared g
+    # the parent's nn.Module sees it too: its parameters are views into the shared buffer
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), params)
+
+
+def two_updates(params, optimizer, first, second):
+    """Child process: a local copy of the model applies two different gradients, one after the other."""
+    local = torch.nn.Linear(3, 1)
+    local_params, grads = flatten_parameters(local)
+    for inputs in (first, second):
+        local_params.copy_(params)  # sync theta' <- theta
+        loss = local(inputs).sum()  # d loss / d theta = [inputs, 1]
+        assert a3c.apply_gradient(loss, grads, optimizer, lr=0.1, max_grad_norm=1e9)
+
+
+def test_consecutive_updates_apply_their_own_gradient_not_a_stale_or_summed_one():
+    model = torch.nn.Linear(3, 1)
+    params, _ = flatten_parameters(model)
+    params.zero_()
+    params.share_memory_()
+    optimizer = a3c.SharedRMSprop(params, alpha=0.5, eps=0.1)
+    first, second = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[-4.0, 0.0, 1.0]])
+    child = CTX.Process(target=two_updates, args=(params, optimizer, first, second))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    g1, g2 = np.array([1.0, 2.0, 3.0, 1.0]), np.array([-4.0, 0.0, 1.0, 1.0])
+    square_avg1 = 0.5 * g1**2
+    theta1 = -0.1 * g1 / np.sqrt(square_avg1 + 0.1)
+    square_avg2 = 0.5 * square_avg1 + 0.5 * g2**2
+    theta2 = theta1 - 0.1 * g2 / np.sqrt(square_avg2 + 0.1)
+    np.testing.assert_allclose(optimizer.square_avg.numpy(), square_avg2, rtol=1e-5)
+    np.testing.assert_allclose(params.numpy(), theta2, rtol=1e-5)

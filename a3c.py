@@ -122,13 +122,17 @@ class SharedRMSprop:
         # Created up front and moved to shared memory before any worker starts: state made
         # lazily on a worker's first step (as torch.optim does) would be private to it.
         self.square_avg = torch.zeros_like(params).share_memory_()
+        self.denominator = None
 
     def step(self, grad, lr):
         # The worker's gradient is read here, never aliased into the shared model: since
         # PyTorch 2 zero_grad() sets .grad to None, which silently breaks the old trick of
         # pointing the shared .grad at the local one. Hogwild: no lock, races are tolerated.
+        if self.denominator is None:  # per-process scratch, not shared: saves a 3 MB allocation per step
+            self.denominator = torch.empty_like(self.params)
         self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
-        self.params.addcdiv_(grad, self.square_avg.add(self.eps).sqrt_(), value=-lr)
+        torch.add(self.square_avg, self.eps, out=self.denominator).rsqrt_()
+        self.params.addcmul_(grad, self.denominator, value=-lr)
 
 
 def n_step_returns(rewards, terminated, bootstrap_value, gamma):
@@ -155,7 +159,8 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     grad_norm = grads.norm().item()
     if not np.isfinite(grad_norm):
         return False
-    grads.mul_(min(1.0, max_grad_norm / (grad_norm + 1e-6)))
+    if grad_norm > max_grad_norm:
+        grads.mul_(max_grad_norm / grad_norm)
     optimizer.step(grads, lr)  # Algorithm S3: asynchronous update of theta using the gradient
     return True
 

@@ -1,0 +1,114 @@
+"""a3c.py driven as a user drives it: subprocess, tiny budgets, a timeout."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+RUN_FILES = {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"}
+
+
+def a3c(*flags, timeout=180):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "a3c.py"), *flags], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_help_documents_the_contract_flags():
+    result = a3c("--help")
+    assert result.returncode == 0
+    for flag in ("--env-id", "--num-workers", "--total-timesteps", "--seed", "--learning-rate", "--run-dir",
+                 "--eval-interval", "--eval-episodes", "--eval-only", "--checkpoint", "--resume", "--capture-video"):
+        assert flag in result.stdout
+
+
+@pytest.fixture(scope="module")
+def pong_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pong") / "run"
+    result = a3c("--env-id", "PongNoFrameskip-v4", "--num-workers", "2", "--total-timesteps", "600",
+                 "--eval-interval", "300", "--eval-episodes", "1", "--eval-max-steps", "150", "--log-interval", "0.5",
+                 "--run-dir", str(run_dir))
+    return run_dir, result
+
+
+def test_pong_run_writes_every_file_of_the_run_directory(pong_run):
+    run_dir, result = pong_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = set(os.listdir(run_dir))
+    assert RUN_FILES <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    config = json.load(open(run_dir / "config.json"))
+    assert config["env_id"] == "PongNoFrameskip-v4" and config["num_workers"] == 2
+    assert {"python", "torch", "gymnasium", "ale_py", "mujoco"} <= set(config["versions"])
+    rows = read_csv(run_dir / "progress.csv")
+    assert {"global_step", "seconds", "sps", "episodic_return", "eval_return_mean", "eval_return_std",
+            "learning_rate"} <= set(rows[0])
+    assert int(rows[-1]["global_step"]) >= 600
+    evaluation = json.load(open(run_dir / "eval.json"))
+    assert set(evaluation) >= {"env_id", "global_step", "returns", "mean", "std"}
+    assert evaluation["env_id"] == "PongNoFrameskip-v4" and evaluation["global_step"] >= 600
+    assert len(evaluation["returns"]) == 1 and -21 <= evaluation["mean"] <= 21
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] >= 600 and "square_avg" in checkpoint
+
+
+def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
+    run_dir, _ = pong_run
+    result = a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--eval-episodes", "2",
+                 "--eval-max-steps", "100", "--run-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.load(open(tmp_path / "eval.json"))
+    assert evaluation["env_id"] == "PongNoFrameskip-v4" and len(evaluation["returns"]) == 2
+    assert evaluation["global_step"] >= 600
+
+
+def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
+    run_dir = tmp_path / "run"
+    first = a3c("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "3000", "--eval-episodes", "2",
+                "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows_before = read_csv(run_dir / "progress.csv")
+    step_before = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"]
+    assert 3000 <= step_before < 3100
+    second = a3c("--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "6000")
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows_after = read_csv(run_dir / "progress.csv")
+    assert rows_after[:len(rows_before)] == rows_before  # appended, not rewritten
+    steps = [int(row["global_step"]) for row in rows_after[len(rows_before):]]
+    assert min(steps) >= step_before  # the new part starts where the old one stopped
+    assert json.load(open(run_dir / "eval.json"))["global_step"] >= 6000
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert 6000 <= resumed["global_step"] < 6100
+    assert resumed["args"]["eval_episodes"] == 2  # flags not given again keep the run's values
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env-id", "CartPole-v7"], "CartPole-v1"),
+    (["--env-id", "Pendulum-v1"], "action space"),
+    (["--num-workers", "0"], "--num-workers"),
+    (["--total-timesteps", "-5"], "--total-timesteps"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--eval-only"], "--checkpoint"),
+    (["--eval-only", "--checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
+    (["--resume", "CORRUPT"], "cannot read checkpoint"),
+    (["--run-dir", "/proc/forbidden/run"], "run directory"),
+])
+def test_bad_input_exits_2_with_one_line(flags, message, tmp_path):
+    flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = a3c("--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)  # the last of a repeated flag wins
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

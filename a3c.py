@@ -48,7 +48,7 @@ class Args:
     env_id: str = "PongNoFrameskip-v4"
     """gymnasium id; Atari ids (`PongNoFrameskip-v4`, `ALE/Pong-v5`) get the Atari preprocessing"""
     num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    """actor-learner processes (default: the CPU cores this process may use)"""
+    """actor-learner processes; the default is one per CPU core this process may use"""
     total_timesteps: int = 10_000_000
     """T_max: env.step calls summed over all workers (one Atari step = 4 frames)"""
     seed: int = 1
@@ -225,9 +225,9 @@ def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
 def evaluate(model, env, num_episodes, greedy, seed):
     """Play whole episodes with real rewards; sample from the policy unless greedy."""
     generator = torch.Generator().manual_seed(seed)
-    obs, _ = env.reset(seed=seed)
     returns = []
-    while len(returns) < num_episodes:
+    for episode in range(num_episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
         episode_return, done = 0.0, False
         while not done:
             with torch.inference_mode():
@@ -237,7 +237,6 @@ def evaluate(model, env, num_episodes, greedy, seed):
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
-        obs, _ = env.reset()
     return returns
 
 

@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -22,6 +24,11 @@ def a3c(*flags, timeout=180):
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def last_global_step(path):
+    rows = read_csv(path) if os.path.exists(path) else []
+    return int(rows[-1]["global_step"]) if rows else 0
 
 
 def test_help_documents_the_contract_flags():
@@ -65,11 +72,29 @@ def test_pong_run_writes_every_file_of_the_run_directory(pong_run):
 def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
     run_dir, _ = pong_run
     result = a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--eval-episodes", "2",
-                 "--eval-max-steps", "100", "--run-dir", str(tmp_path))
+                 "--eval-max-steps", "100", "--capture-video", "--run-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert evaluation["env_id"] == "PongNoFrameskip-v4" and len(evaluation["returns"]) == 2
     assert evaluation["global_step"] >= 600
+    assert sorted(os.listdir(tmp_path / "videos")) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "a3c.py"), "--env-id", "CartPole-v1",
+                                "--num-workers", "2", "--total-timesteps", "100000000", "--log-interval", "0.5",
+                                "--run-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while last_global_step(tmp_path / "progress.csv") == 0:  # wait until the workers are stepping
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] > 0 and "square_avg" in checkpoint
+    assert not (tmp_path / "eval.json").exists()
 
 
 def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):

@@ -264,10 +264,6 @@ def evaluator(args, shared_params, global_step, messages, stop):
 # ---------------------------------------------------------------------------------------
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; carries the exit status (130 or 143)."""
-
-
 def save_atomic(obj, path):
     """Write to a temporary file, flush it to disk, then rename: a crash never leaves half a file."""
     tmp = f"{path}.tmp"
@@ -398,11 +394,11 @@ def train(args, ckpt):
                            daemon=True) for rank in range(args.num_workers)]
     evaluator_process = ctx.Process(target=evaluator, args=(args, shared_params, global_step, messages, stop), daemon=True)
 
-    def on_signal(signum, frame):
-        raise Interrupted(128 + signum)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
+    # the handler could interrupt TensorBoard's writer or the queue while they hold a lock.
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     start = time.time()
     for process in workers + [evaluator_process]:
         process.start()
@@ -410,9 +406,9 @@ def train(args, ckpt):
                dynamic_ncols=True, smoothing=0.1)
     episodes, losses, evals, skipped = [], np.zeros(5), None, 0
     last_log = last_checkpoint = time.time()
-    last_step, exit_code, failure = global_step.value, 0, None
+    last_step, failure = global_step.value, None
     try:
-        while failure is None and any(w.is_alive() for w in workers):
+        while failure is None and not received and any(w.is_alive() for w in workers):
             try:
                 message = messages.get(timeout=0.2)
             except queue_lib.Empty:
@@ -455,8 +451,6 @@ def train(args, ckpt):
             if now - last_checkpoint >= args.checkpoint_interval:
                 checkpoint("checkpoint.pt", full=True)
                 last_checkpoint = now
-    except Interrupted as interrupt:
-        exit_code = interrupt.args[0]
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -468,14 +462,14 @@ def train(args, ckpt):
                 process.join()
         bar.close()
     checkpoint("checkpoint.pt", full=True)
-    if failure is not None or exit_code:
+    if failure is not None or received:
         writer.close()
         csv_file.close()
         if failure is not None:
             print(f"{SCRIPT}: {failure.rstrip()}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
             return 1
         print(f"{SCRIPT}: interrupted at step {global_step.value}; checkpoint saved in {run_dir}", file=sys.stderr)
-        return exit_code
+        return 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
     checkpoint("model.pt", full=False)
     result = final_evaluation(args, shared_model, run_dir, global_step.value)
     step = global_step.value

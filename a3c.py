@@ -312,15 +312,13 @@ def check_args(args):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
-    env = make_env(args.env_id, training=True)
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
-                         "a3c.py supports Discrete action spaces only (continuous control is not implemented yet)")
-    env.close()
 
 
 def build_model(args):
     env = make_env(args.env_id, training=False)
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
+                         "a3c.py supports Discrete action spaces only (continuous control is not implemented yet)")
     model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
     env.close()
     return model
@@ -359,9 +357,50 @@ def make_run_dir(args):
     return run_dir
 
 
+class Progress:
+    """progress.csv, TensorBoard and the progress bar: one row of COLUMNS per log interval."""
+
+    COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names, CONTRACT.md)
+        "global_step": None, "seconds": None, "sps": "charts/SPS", "episodic_return": "charts/episodic_return",
+        "eval_return_mean": "eval/return_mean", "eval_return_std": "eval/return_std",
+        "learning_rate": "charts/learning_rate", "episodic_length": "charts/episodic_length",
+        "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
+        "skipped_updates": "losses/skipped_updates"}
+
+    def __init__(self, run_dir, total_timesteps, global_step):
+        path = os.path.join(run_dir, "progress.csv")
+        is_new = not os.path.exists(path)
+        self.file = open(path, "a", newline="")  # a resumed run appends
+        self.csv = csv.DictWriter(self.file, list(self.COLUMNS))
+        if is_new:
+            self.csv.writeheader()
+        self.writer = SummaryWriter(run_dir)
+        self.bar = tqdm(total=total_timesteps, initial=min(global_step, total_timesteps), unit="step", smoothing=0.1)
+
+    def update_bar(self, global_step):
+        self.bar.update(min(global_step, self.bar.total) - self.bar.n)
+
+    def row(self, **values):
+        """Write one row; a value that is None (not known yet) is an empty cell."""
+        values = {key: value for key, value in values.items() if value is not None}
+        self.csv.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in values.items()})
+        self.file.flush()
+        for key, value in values.items():
+            if self.COLUMNS[key]:
+                self.writer.add_scalar(self.COLUMNS[key], value, values["global_step"])
+        self.update_bar(values["global_step"])
+        self.bar.set_postfix({key: f"{values[key]:.4g}" for key in ("sps", "episodic_return", "eval_return_mean")
+                              if key in values})
+
+    def close(self):
+        self.bar.close()
+        self.writer.close()
+        self.file.close()
+
+
 def train(args, ckpt):
+    shared_model = build_model(args)  # first: bad input must not leave a run directory behind
     run_dir = make_run_dir(args)
-    shared_model = build_model(args)
     if ckpt is not None:
         load_weights(shared_model, ckpt, args.resume)
     shared_params, _ = flatten_parameters(shared_model)
@@ -374,110 +413,84 @@ def train(args, ckpt):
         optimizer.square_avg.copy_(ckpt["square_avg"])
         global_step.value, seconds_before = ckpt["global_step"], ckpt["seconds"]
 
-    def checkpoint(path, full):
+    def checkpoint(name, with_optimizer):
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": global_step.value,
                  "seconds": seconds_before + time.time() - start, "model": shared_model.state_dict()}
-        if full:
+        if with_optimizer:
             state["square_avg"] = optimizer.square_avg.clone()
-        save_atomic(state, os.path.join(run_dir, path))
+        save_atomic(state, os.path.join(run_dir, name))
 
-    writer = SummaryWriter(run_dir)
-    csv_path = os.path.join(run_dir, "progress.csv")
-    new_csv = not os.path.exists(csv_path)
-    csv_file = open(csv_path, "a", newline="")
-    progress = csv.writer(csv_file)
-    if new_csv:
-        progress.writerow(["global_step", "seconds", "sps", "episodic_return", "eval_return_mean", "eval_return_std",
-                           "learning_rate", "episodic_length", "policy_loss", "value_loss", "entropy", "skipped_updates"])
-
-    workers = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, global_step, messages, stop),
-                           daemon=True) for rank in range(args.num_workers)]
-    evaluator_process = ctx.Process(target=evaluator, args=(args, shared_params, global_step, messages, stop), daemon=True)
-
+    processes = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, global_step, messages, stop),
+                             daemon=True) for rank in range(args.num_workers)]
+    processes.append(ctx.Process(target=evaluator, args=(args, shared_params, global_step, messages, stop), daemon=True))
+    workers = processes[:-1]
     # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
     # the handler could interrupt TensorBoard's writer or the queue while they hold a lock.
     received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    start = time.time()
-    for process in workers + [evaluator_process]:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: received.append(signum))
+    progress = Progress(run_dir, args.total_timesteps, global_step.value)
+    start = last_log = last_checkpoint = time.time()
+    for process in processes:
         process.start()
-    bar = tqdm(total=args.total_timesteps, initial=min(global_step.value, args.total_timesteps), unit="step",
-               dynamic_ncols=True, smoothing=0.1)
-    episodes, losses, evals, skipped = [], np.zeros(5), None, 0
-    last_log = last_checkpoint = time.time()
-    last_step, failure = global_step.value, None
+    episodes, losses, evaluation, skipped, last_step, failure = [], np.zeros(5), None, 0, global_step.value, None
     try:
         while failure is None and not received and any(w.is_alive() for w in workers):
             try:
-                message = messages.get(timeout=0.2)
+                kind, *message = messages.get(timeout=0.2)
             except queue_lib.Empty:
-                message = None
-            if message and message[0] == "episode":
-                episodes.append(message[2:])
-                writer.add_scalar("charts/episodic_return", message[2], message[1])
-                writer.add_scalar("charts/episodic_length", message[3], message[1])
-            elif message and message[0] == "losses":
-                losses += message[1]
-            elif message and message[0] == "eval":
-                evals = message[1:]
-                writer.add_scalar("eval/return_mean", np.mean(evals[1]), evals[0])
-            elif message and message[0] == "error":
-                failure = f"worker {message[1]} failed:\n{message[2]}"
-            for rank, w in enumerate(workers):
-                if failure is None and w.exitcode not in (None, 0):
-                    failure = f"worker {rank} died with exit code {w.exitcode}"
+                kind = None
+            if kind == "episode":
+                episodes.append(message[1:])
+            elif kind == "losses":
+                losses += message[0]
+            elif kind == "eval":
+                evaluation = message[1]
+            elif kind == "error":
+                failure = f"worker {message[0]} failed:\n{message[1]}"
+            failure = failure or next((f"worker {rank} died with exit code {w.exitcode}"
+                                       for rank, w in enumerate(workers) if w.exitcode not in (None, 0)), None)
             now, step = time.time(), global_step.value
-            bar.update(min(step, args.total_timesteps) - bar.n)
-            if now - last_log >= args.log_interval or evals is not None:
-                sps = (step - last_step) / (now - last_log)
-                lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
-                mean = lambda values: f"{np.mean(values):.4g}" if len(values) else ""
-                updates = max(losses[3], 1)
+            progress.update_bar(step)
+            if now - last_log >= args.log_interval or evaluation is not None:
                 skipped += int(losses[4])
-                row = [step, f"{seconds_before + now - start:.1f}", f"{sps:.0f}", mean([e[0] for e in episodes]),
-                       f"{np.mean(evals[1]):.4g}" if evals else "", f"{np.std(evals[1]):.4g}" if evals else "",
-                       f"{lr:.3g}", mean([e[1] for e in episodes])]
-                row += [f"{x / updates:.4g}" if losses[3] else "" for x in losses[:3]] + [skipped]
-                progress.writerow(row)
-                csv_file.flush()
-                for key, value in (("charts/SPS", sps), ("charts/learning_rate", lr), ("losses/skipped_updates", skipped)):
-                    writer.add_scalar(key, value, step)
-                if losses[3]:
-                    for i, key in enumerate(("losses/policy_loss", "losses/value_loss", "losses/entropy")):
-                        writer.add_scalar(key, losses[i] / updates, step)
-                bar.set_postfix(sps=f"{sps:.0f}", ret=row[3] or "-", eval=row[4] or "-")
-                episodes, losses, evals, last_log, last_step = [], np.zeros(5), None, now, step
+                updates = losses[3] or None
+                progress.row(global_step=step, seconds=seconds_before + now - start,
+                             sps=(step - last_step) / (now - last_log),
+                             episodic_return=np.mean([e[0] for e in episodes]) if episodes else None,
+                             episodic_length=np.mean([e[1] for e in episodes]) if episodes else None,
+                             eval_return_mean=np.mean(evaluation) if evaluation else None,
+                             eval_return_std=np.std(evaluation) if evaluation else None,
+                             learning_rate=args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps),
+                             policy_loss=updates and losses[0] / updates, value_loss=updates and losses[1] / updates,
+                             entropy=updates and losses[2] / updates, skipped_updates=skipped)
+                episodes, losses, evaluation, last_log, last_step = [], np.zeros(5), None, now, step
             if now - last_checkpoint >= args.checkpoint_interval:
-                checkpoint("checkpoint.pt", full=True)
+                checkpoint("checkpoint.pt", with_optimizer=True)
                 last_checkpoint = now
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the cleanup
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
+            signal.signal(signum, signal.SIG_IGN)
         stop.set()
-        for process in workers + [evaluator_process]:
+        for process in processes:  # workers finish their segment; the evaluator may be mid-game
             process.join(timeout=5 if process in workers else 0.5)
             if process.is_alive():
                 process.terminate()
                 process.join()
-        bar.close()
-    checkpoint("checkpoint.pt", full=True)
+    checkpoint("checkpoint.pt", with_optimizer=True)
     if failure is not None or received:
-        writer.close()
-        csv_file.close()
+        progress.close()
         if failure is not None:
             print(f"{SCRIPT}: {failure.rstrip()}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
             return 1
         print(f"{SCRIPT}: interrupted at step {global_step.value}; checkpoint saved in {run_dir}", file=sys.stderr)
         return 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
-    checkpoint("model.pt", full=False)
+    checkpoint("model.pt", with_optimizer=False)
     result = final_evaluation(args, shared_model, run_dir, global_step.value)
-    step = global_step.value
-    writer.add_scalar("eval/return_mean", result["mean"], step)
-    progress.writerow([step, f"{seconds_before + time.time() - start:.1f}", "", "", f"{result['mean']:.4g}",
-                       f"{result['std']:.4g}", "0", "", "", "", "", skipped])
-    writer.close()
-    csv_file.close()
+    progress.row(global_step=global_step.value, seconds=seconds_before + time.time() - start,
+                 eval_return_mean=result["mean"], eval_return_std=result["std"], learning_rate=0.0,
+                 skipped_updates=skipped)
+    progress.close()
     print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; run in {run_dir}")
     return 0
 

@@ -3,7 +3,7 @@
 Docs, deviations from the paper and measured results: README.md#a3cpy
 
     python a3c.py                                  # Pong, the paper's small network, all cores
-    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 150000
+    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 60000 --learning-rate 1e-2 --entropy-coef 0
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 

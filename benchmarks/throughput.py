@@ -35,6 +35,9 @@ class Args:
     """worker counts to measure"""
     seconds: float = 60.0
     """training time per measurement (the first 10 s are warm-up and not counted)"""
+    repeats: int = 3
+    """measurements per worker count, interleaved (1, 2, 1, 2, ...) so that drift in the
+    machine's speed hits every count alike; the table shows the median"""
     env_seconds: float = 10.0
     """time per environment-only measurement"""
     output: str = "throughput.json"
@@ -87,14 +90,19 @@ def script_rate(args, num_workers):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    results = []
-    print(f"{args.script} on {args.env_id}, {os.cpu_count()} CPU cores")
-    print(f"{'workers':>7} {'agent steps/s':>14} {'env-only steps/s':>17} {'speed-up vs 1':>14}")
-    for n in args.workers:
-        env_rate = env_only_rate(args.env_id, n, args.env_seconds)
-        rate = script_rate(args, n)
-        results.append({"workers": n, "sps": rate, "env_only_sps": env_rate})
-        print(f"{n:>7} {rate:>14.0f} {env_rate:>17.0f} {rate / results[0]['sps']:>14.2f}", flush=True)
+    print(f"{args.script} on {args.env_id}, {os.cpu_count()} CPU cores, median of {args.repeats}")
+    env_rates = {n: env_only_rate(args.env_id, n, args.env_seconds) for n in args.workers}
+    rates = {n: [] for n in args.workers}
+    for _ in range(args.repeats):
+        for n in args.workers:
+            rates[n].append(script_rate(args, n))
+    results = [{"workers": n, "sps": float(np.median(rates[n])), "sps_runs": rates[n], "env_only_sps": env_rates[n]}
+               for n in args.workers]
+    print(f"{'workers':>7} {'agent steps/s':>14} {'runs':>20} {'env-only steps/s':>17} {'speed-up vs first':>18}")
+    for r in results:
+        runs = " ".join(f"{x:.0f}" for x in r["sps_runs"])
+        print(f"{r['workers']:>7} {r['sps']:>14.0f} {runs:>20} {r['env_only_sps']:>17.0f} "
+              f"{r['sps'] / results[0]['sps']:>18.2f}")
     with open(args.output, "w") as f:
         json.dump({"script": args.script, "env_id": args.env_id, "cpu_count": os.cpu_count(), "results": results}, f,
                   indent=2)

@@ -165,7 +165,7 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     return True
 
 
-def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
+def worker(rank, args, shared_params, optimizer, step_counts, messages, stop):
     """One actor-learner (Algorithm S3). Reports episodes, losses and errors on `messages`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
     torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
@@ -176,8 +176,12 @@ def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
         model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
         params, grads = flatten_parameters(model)
         obs, _ = env.reset(seed=seed)
-        stats, last_report = np.zeros(5), time.time()
-        while global_step.value < args.total_timesteps and not stop.is_set():
+        # The global step T is the sum of one counter per worker, each written only by its own
+        # worker: no lock, so no process can die holding one and leave the others waiting forever.
+        steps_done = step_counts.numpy()
+        stats, last_report, main_process = np.zeros(5), time.time(), mp.parent_process()
+        # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
+        while steps_done.sum() < args.total_timesteps and not stop.is_set() and main_process.is_alive():
             params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
             observations, actions, rewards = [], [], []
             for _ in range(args.t_max):  # Algorithm S3: act until terminal or t - t_start == t_max
@@ -190,7 +194,7 @@ def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
                 rewards.append(reward)
                 obs = next_obs
                 if "episode" in info:  # a whole game ended (not just a life): real return
-                    messages.put(("episode", global_step.value, float(info["episode"]["r"]), int(info["episode"]["l"])))
+                    messages.put(("episode", int(steps_done.sum()), float(info["episode"]["r"]), int(info["episode"]["l"])))
                 if terminated or truncated:
                     obs, _ = env.reset()
                     break
@@ -204,9 +208,8 @@ def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
             policy_loss = -(log_probs[torch.arange(len(actions)), actions] * advantages.detach()).sum()
             value_loss = advantages.pow(2).sum()
             loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy.sum()
-            with global_step.get_lock():
-                global_step.value += len(rewards)
-                step = global_step.value
+            steps_done[rank] += len(rewards)
+            step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
             if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
                 stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
@@ -216,6 +219,8 @@ def worker(rank, args, shared_params, optimizer, global_step, messages, stop):
                 messages.put(("losses", stats.copy()))
                 stats[:], last_report = 0, time.time()
         messages.put(("losses", stats.copy()))
+        if not main_process.is_alive():
+            messages.cancel_join_thread()  # nobody reads the queue any more: do not wait to flush it
         env.close()
     except Exception:
         messages.put(("error", rank, traceback.format_exc()))
@@ -240,16 +245,16 @@ def evaluate(model, env, num_episodes, greedy, seed):
     return returns
 
 
-def evaluator(args, shared_params, global_step, messages, stop):
+def evaluator(args, shared_params, step_counts, messages, stop):
     """Evaluate the shared model every eval_interval global steps on its own env and seed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
     model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
     params, _ = flatten_parameters(model)
-    next_eval = (global_step.value // args.eval_interval + 1) * args.eval_interval
-    while not stop.is_set():
-        step = global_step.value
+    next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
+    while not stop.is_set() and mp.parent_process().is_alive():
+        step = int(step_counts.sum())
         if step < next_eval:
             time.sleep(0.05)
             continue
@@ -407,33 +412,35 @@ def train(args, ckpt):
     shared_params.share_memory_()  # the one theta every worker reads and writes
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
-    global_step, stop, messages = ctx.Value("q", 0), ctx.Event(), ctx.Queue()
+    stop, messages = ctx.Event(), ctx.Queue()
+    step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
+    global_step = lambda: int(step_counts.sum())
     seconds_before = 0.0
     if ckpt is not None:
         optimizer.square_avg.copy_(ckpt["square_avg"])
-        global_step.value, seconds_before = ckpt["global_step"], ckpt["seconds"]
+        step_counts[-1], seconds_before = ckpt["global_step"], ckpt["seconds"]
 
     def checkpoint(name, with_optimizer):
-        state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": global_step.value,
+        state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": global_step(),
                  "seconds": seconds_before + time.time() - start, "model": shared_model.state_dict()}
         if with_optimizer:
             state["square_avg"] = optimizer.square_avg.clone()
         save_atomic(state, os.path.join(run_dir, name))
 
-    processes = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, global_step, messages, stop),
+    processes = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, step_counts, messages, stop),
                              daemon=True) for rank in range(args.num_workers)]
-    processes.append(ctx.Process(target=evaluator, args=(args, shared_params, global_step, messages, stop), daemon=True))
+    processes.append(ctx.Process(target=evaluator, args=(args, shared_params, step_counts, messages, stop), daemon=True))
     workers = processes[:-1]
     # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
     # the handler could interrupt TensorBoard's writer or the queue while they hold a lock.
     received = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: received.append(signum))
-    progress = Progress(run_dir, args.total_timesteps, global_step.value)
+    progress = Progress(run_dir, args.total_timesteps, global_step())
     start = last_log = last_checkpoint = time.time()
     for process in processes:
         process.start()
-    episodes, losses, evaluation, skipped, last_step, failure = [], np.zeros(5), None, 0, global_step.value, None
+    episodes, losses, evaluation, skipped, last_step, failure = [], np.zeros(5), None, 0, global_step(), None
     try:
         while failure is None and not received and any(w.is_alive() for w in workers):
             try:
@@ -450,7 +457,7 @@ def train(args, ckpt):
                 failure = f"worker {message[0]} failed:\n{message[1]}"
             failure = failure or next((f"worker {rank} died with exit code {w.exitcode}"
                                        for rank, w in enumerate(workers) if w.exitcode not in (None, 0)), None)
-            now, step = time.time(), global_step.value
+            now, step = time.time(), global_step()
             progress.update_bar(step)
             if now - last_log >= args.log_interval or evaluation is not None:
                 skipped += int(losses[4])
@@ -483,11 +490,11 @@ def train(args, ckpt):
         if failure is not None:
             print(f"{SCRIPT}: {failure.rstrip()}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
             return 1
-        print(f"{SCRIPT}: interrupted at step {global_step.value}; checkpoint saved in {run_dir}", file=sys.stderr)
+        print(f"{SCRIPT}: interrupted at step {global_step()}; checkpoint saved in {run_dir}", file=sys.stderr)
         return 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
     checkpoint("model.pt", with_optimizer=False)
-    result = final_evaluation(args, shared_model, run_dir, global_step.value)
-    progress.row(global_step=global_step.value, seconds=seconds_before + time.time() - start,
+    result = final_evaluation(args, shared_model, run_dir, global_step())
+    progress.row(global_step=global_step(), seconds=seconds_before + time.time() - start,
                  eval_return_mean=result["mean"], eval_return_std=result["std"], learning_rate=0.0,
                  skipped_updates=skipped)
     progress.close()

@@ -25,12 +25,12 @@ def test_worker_process_updates_parents_shared_parameters_and_statistics():
     optimizer = a3c.SharedRMSprop(params)
     before = params.clone()
     args = dataclasses.replace(a3c.Args(), env_id="CartPole-v1", hidden_sizes=(8,), total_timesteps=20)
-    global_step, stop, messages = CTX.Value("q", 0), CTX.Event(), CTX.Queue()
-    child = CTX.Process(target=a3c.worker, args=(0, args, params, optimizer, global_step, messages, stop))
+    step_counts, stop, messages = torch.zeros(2, dtype=torch.int64).share_memory_(), CTX.Event(), CTX.Queue()
+    child = CTX.Process(target=a3c.worker, args=(0, args, params, optimizer, step_counts, messages, stop))
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0
-    assert global_step.value >= 20
+    assert step_counts[0] >= 20 and step_counts[1] == 0  # the worker counted its steps in its own slot
     assert not torch.equal(params, before)  # theta moved in the parent's memory
     assert torch.count_nonzero(optimizer.square_avg) > 0.9 * params.numel()  # so did the shared g
     # the parent's nn.Module sees it too: its parameters are views into the shared buffer

@@ -306,6 +306,8 @@ def parse_args():
     stored = dataclasses.replace(stored, run_dir=run_dir, resume=args.resume, eval_only=args.eval_only,
                                  checkpoint=args.checkpoint, capture_video=False)
     args = tyro.cli(Args, default=stored)
+    if args.resume and "square_avg" not in ckpt:
+        raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
     return args, ckpt

@@ -321,22 +321,21 @@ def check_args(args):
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
 
 
-def build_model(args):
+def build_model(args, ckpt=None):
+    """The model for args.env_id, with the checkpoint's weights if one is given."""
     env = make_env(args.env_id, training=False)
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
                          "a3c.py supports Discrete action spaces only (continuous control is not implemented yet)")
     model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
     env.close()
-    return model
-
-
-def load_weights(model, ckpt, path):
     try:
-        model.load_state_dict(ckpt["model"])
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
     except RuntimeError as error:
-        raise UsageError(f"{path} does not fit this network ({str(error).splitlines()[1].strip()}); "
+        raise UsageError(f"the checkpoint does not fit this network ({str(error).splitlines()[1].strip()}); "
                          "pass the --network / --hidden-sizes it was trained with") from None
+    return model
 
 
 def final_evaluation(args, model, run_dir, global_step):
@@ -406,10 +405,8 @@ class Progress:
 
 
 def train(args, ckpt):
-    shared_model = build_model(args)  # first: bad input must not leave a run directory behind
+    shared_model = build_model(args, ckpt)  # first: bad input must not touch the run directory
     run_dir = make_run_dir(args)
-    if ckpt is not None:
-        load_weights(shared_model, ckpt, args.resume)
     shared_params, _ = flatten_parameters(shared_model)
     shared_params.share_memory_()  # the one theta every worker reads and writes
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
@@ -510,8 +507,7 @@ def main():
     check_args(args)
     if not args.eval_only:
         return train(args, ckpt)
-    model = build_model(args)
-    load_weights(model, ckpt, args.checkpoint)
+    model = build_model(args, ckpt)
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(run_dir, exist_ok=True)
     result = final_evaluation(args, model, run_dir, ckpt["global_step"])
@@ -526,3 +522,5 @@ if __name__ == "__main__":
     except UsageError as error:
         print(f"{SCRIPT}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
+        sys.exit(130)

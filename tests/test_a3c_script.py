@@ -142,11 +142,13 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
     resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert 6000 <= resumed["global_step"] < 6100
     assert resumed["args"]["eval_episodes"] == 2  # flags not given again keep the run's values
+    config = (run_dir / "config.json").read_text()
     for flags, message in ((["--env-id", "Acrobot-v1"], "is for CartPole-v1, not Acrobot-v1"),
                            (["--hidden-sizes", "32"], "does not fit this network"), ([], "weights only")):
         path = run_dir / ("model.pt" if message == "weights only" else "checkpoint.pt")
         mismatched = a3c("--resume", str(path), *flags)
         assert mismatched.returncode == 2 and message in mismatched.stderr, mismatched.stderr
+    assert (run_dir / "config.json").read_text() == config  # a refused resume leaves the run as it was
 
 
 @pytest.mark.parametrize("flags, message", [

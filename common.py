@@ -29,10 +29,6 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------
 
 
-def is_atari(env_id: str) -> bool:
-    return gym.spec(env_id).entry_point == "ale_py.env:AtariEnv"
-
-
 class AtariPreprocessing(gym.Wrapper):
     """The 2015 DQN preprocessing, driving the emulator directly.
 
@@ -121,19 +117,21 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown environment id {env_id!r} ({error}).{hint}") from None
-    render_mode = "rgb_array" if video_dir else None
-    if spec.entry_point == "ale_py.env:AtariEnv":
-        # ALE/*-v5 skips frames itself; our wrapper does the skipping (with the max over two
-        # frames), so the env must step one frame at a time. Sticky actions stay on for v5.
-        env = gym.make(env_id, frameskip=1, render_mode=render_mode)
+    atari = spec.entry_point == "ale_py.env:AtariEnv"
+    # ALE/*-v5 skips frames itself; our wrapper does the skipping (with the max over two
+    # frames), so the env must step one frame at a time. Sticky actions stay on for v5.
+    kwargs = {"frameskip": 1} if atari else {}
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if video_dir else None, **kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise UsageError(f"{env_id} needs a package that is not installed: {error}") from None
+    if atari:
         env = AtariPreprocessing(env, life_loss_terminal=training, clip_rewards=training)
+    elif isinstance(env.observation_space, gym.spaces.Box):
+        env = gym.wrappers.RecordEpisodeStatistics(gym.wrappers.DtypeObservation(env, np.float32))
     else:
-        env = gym.make(env_id, render_mode=render_mode)
-        if isinstance(env.observation_space, gym.spaces.Box):
-            env = gym.wrappers.DtypeObservation(env, np.float32)
-        else:
-            raise UsageError(f"{env_id} has a {type(env.observation_space).__name__} observation space; only Box observations are supported.")
-        env = gym.wrappers.RecordEpisodeStatistics(env)
+        raise UsageError(f"{env_id} has a {type(env.observation_space).__name__} observation space; "
+                         "only Box (vector or image) observations are supported")
     if max_episode_steps:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     if video_dir:

@@ -74,7 +74,7 @@ class Args:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """tanh MLP trunk for vector observations"""
     run_dir: Optional[str] = None
-    """where the run writes everything (default runs/<env>__a3c__<seed>__<unix time>)"""
+    """where the run writes everything (default runs/<env>__<script>__<seed>__<unix time>)"""
     eval_interval: int = 250_000
     """evaluate every this many global steps, in a separate process"""
     eval_episodes: int = 10
@@ -351,7 +351,7 @@ def final_evaluation(args, model, run_dir, global_step):
 
 
 def make_run_dir(args):
-    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__a3c__{args.seed}__{int(time.time())}")
+    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:

@@ -190,8 +190,11 @@ def make_trunk(observation_space, network="small", hidden_sizes=(64, 64)):
     return mlp_trunk(int(np.prod(observation_space.shape)), hidden_sizes)
 
 
-def flatten_parameters(model):
+def flatten_parameters(model, flat_params=None):
     """Make every parameter and its .grad a view into one flat buffer; return both buffers.
+
+    With flat_params given (for example a target network's parameters in shared memory),
+    the model is backed by that buffer instead of a copy of its own weights.
 
     Hogwild then needs one op per operation on the whole model: the sync theta' <- theta
     is one copy_, the gradient norm one norm, the shared RMSProp step a handful of ops,
@@ -199,7 +202,8 @@ def flatten_parameters(model):
     place, so the views stay valid as long as the gradient is zeroed (never set to None).
     """
     params = list(model.parameters())
-    flat_params = torch.cat([p.detach().reshape(-1) for p in params])
+    if flat_params is None:
+        flat_params = torch.cat([p.detach().reshape(-1) for p in params])
     flat_grads = torch.zeros_like(flat_params)
     offset = 0
     for p in params:

@@ -1,0 +1,140 @@
+"""The value-based scripts: their targets with hand-worked numbers, per-worker exploration,
+the shared target network under concurrent workers, and each script as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import async_nstep_q as nq
+import async_one_step_q as oq
+import async_sarsa as sarsa
+from conftest import ROOT
+
+CTX = mp.get_context("spawn")
+SCRIPTS = [nq, oq, sarsa]
+
+
+def test_n_step_targets_bootstrap_from_the_max_of_the_target_network():
+    # R = max(1, 8, 3) = 8; R = 3 + 0.5*8 = 7; R = 2 + 3.5 = 5.5; R = 1 + 2.75 = 3.75
+    targets = nq.n_step_targets([1.0, 2.0, 3.0], terminated=False, next_q_target=np.array([1.0, 8.0, 3.0]), gamma=0.5)
+    np.testing.assert_allclose(targets, [3.75, 5.5, 7.0])
+
+
+def test_n_step_targets_terminal_ignores_the_target_network():
+    targets = nq.n_step_targets([1.0, 2.0, 3.0], terminated=True, next_q_target=np.array([100.0, 8.0]), gamma=0.5)
+    np.testing.assert_allclose(targets, [2.75, 3.5, 3.0])
+
+
+def test_n_step_targets_truncation_bootstraps():
+    # a time limit is passed as terminated=False: the target network's value still counts
+    targets = nq.n_step_targets([0.0], terminated=False, next_q_target=np.array([-2.0, 5.0]), gamma=0.9)
+    np.testing.assert_allclose(targets, [4.5])
+
+
+def test_one_step_q_target_uses_the_max_over_next_actions():
+    next_q = np.array([[1.0, 4.0], [2.0, -1.0], [0.5, 0.0]])
+    targets = oq.one_step_targets([1.0, 0.0, 2.0], terminated=False, next_q_target=next_q, gamma=0.5)
+    np.testing.assert_allclose(targets, [1.0 + 0.5 * 4.0, 0.5 * 2.0, 2.0 + 0.5 * 0.5])
+
+
+def test_one_step_q_terminal_transition_has_no_bootstrap():
+    next_q = np.array([[1.0, 4.0], [9.0, 9.0]])
+    targets = oq.one_step_targets([1.0, 3.0], terminated=True, next_q_target=next_q, gamma=0.5)
+    np.testing.assert_allclose(targets, [3.0, 3.0])  # the first still bootstraps: 1 + 0.5 * 4
+
+
+def test_sarsa_target_uses_the_action_taken_next_not_the_max():
+    next_q = np.array([[1.0, 4.0], [2.0, -1.0], [0.5, 0.0]])
+    targets = sarsa.sarsa_targets([1.0, 0.0, 2.0], terminated=False, next_q_target=next_q, next_actions=[0, 1, 1],
+                                  gamma=0.5)
+    np.testing.assert_allclose(targets, [1.0 + 0.5 * 1.0, 0.5 * -1.0, 2.0 + 0.5 * 0.0])
+    terminal = sarsa.sarsa_targets([1.0, 3.0], terminated=True, next_q_target=next_q[:2], next_actions=[1, 0], gamma=0.5)
+    np.testing.assert_allclose(terminal, [1.0 + 0.5 * 4.0, 3.0])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_epsilon_final_is_drawn_from_the_papers_distribution(script):
+    rng = np.random.default_rng(0)
+    draws = np.array([script.sample_epsilon_final(rng) for _ in range(20000)])
+    assert set(np.unique(draws)) == {0.01, 0.1, 0.5}
+    for value, probability in zip((0.1, 0.01, 0.5), (0.4, 0.3, 0.3)):
+        assert abs(np.mean(draws == value) - probability) < 0.015
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_epsilon_anneals_linearly_from_one_then_stays(script):
+    assert script.epsilon_at(0, 0.1, 1000) == 1.0
+    assert script.epsilon_at(500, 0.1, 1000) == pytest.approx(0.55)
+    assert script.epsilon_at(1000, 0.1, 1000) == pytest.approx(0.1)
+    assert script.epsilon_at(5000, 0.01, 1000) == pytest.approx(0.01)
+
+
+def race_to_refresh(refresh_target, shared_params, target_params, target_version, global_step, refreshes, start,
+                    interval):
+    """Child: advance the shared step in small increments, changing theta and trying to refresh each time."""
+    start.wait()
+    for _ in range(400):
+        with global_step.get_lock():
+            global_step.value += 3
+            step = global_step.value
+        shared_params.fill_(float(step))
+        if refresh_target(target_params, shared_params, target_version, step, interval):
+            with refreshes.get_lock():
+                refreshes.value += 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(script):
+    shared_params, target_params = torch.zeros(1000).share_memory_(), torch.zeros(1000).share_memory_()
+    target_version, global_step, refreshes = CTX.Value("q", 0), CTX.Value("q", 0), CTX.Value("q", 0)
+    start = CTX.Event()
+    children = [CTX.Process(target=race_to_refresh, args=(script.refresh_target, shared_params, target_params,
+                                                          target_version, global_step, refreshes, start, 100))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert global_step.value == 2400
+    assert target_version.value == 24 and refreshes.value == 24  # one copy per boundary, never two
+    assert target_params[0] >= 2300  # the last copy came from the last interval
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_a_box_action_space_points_to_a3c(script):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), "--env-id", "Pendulum-v1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "a3c.py" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_pong_run_writes_every_file_and_eval_only_and_resume_work(tmp_path, module):
+    script = os.path.join(ROOT, module.SCRIPT)
+    run = subprocess.run([sys.executable, script, "--env-id", "PongNoFrameskip-v4", "--num-workers", "2",
+                          "--total-timesteps", "600", "--target-update-interval", "200", "--eval-episodes", "1",
+                          "--eval-max-steps", "150", "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    files = set(os.listdir(tmp_path))
+    assert {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"} <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["target_version"] == checkpoint["global_step"] // 200 >= 3
+    evaluation = json.load(open(tmp_path / "eval.json"))
+    assert evaluation["env_id"] == "PongNoFrameskip-v4" and evaluation["global_step"] >= 600
+    eval_only = subprocess.run([sys.executable, script, "--eval-only", "--checkpoint", str(tmp_path / "model.pt"),
+                                "--eval-episodes", "1", "--eval-max-steps", "50", "--run-dir", str(tmp_path / "e")],
+                               capture_output=True, text=True, timeout=120)
+    assert eval_only.returncode == 0 and json.load(open(tmp_path / "e" / "eval.json"))["global_step"] >= 600
+    resumed = subprocess.run([sys.executable, script, "--resume", str(tmp_path / "checkpoint.pt"),
+                              "--total-timesteps", "1000"], capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert 1000 <= checkpoint["global_step"] < 1100 and checkpoint["target_version"] == checkpoint["global_step"] // 200

@@ -12,8 +12,8 @@ from conftest import ROOT
 # The README's CartPole commands. Hogwild runs differ even with one seed; the budgets leave room.
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--epsilon-anneal-steps", "20000", "--seed", "1",
           "--eval-interval", "10000000"]
-N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--total-timesteps", "100000"]
-ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "150000"]
+N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--total-timesteps", "200000"]
+ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "250000"]
 
 
 @pytest.mark.parametrize("script, flags, score", [

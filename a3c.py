@@ -3,10 +3,13 @@
 Docs, deviations from the paper and measured results: README.md#a3cpy
 
     python a3c.py                                  # Pong, the paper's small network, all cores
-    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 60000 --learning-rate 1e-2 --entropy-coef 0
+    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 60000 --learning-rate 7e-3 --entropy-coef 0
+    python a3c.py --env-id InvertedPendulum-v5 --num-workers 2 --total-timesteps 80000 --learning-rate 3e-3
+    python a3c.py --lstm                           # A3C LSTM: 256 LSTM cells after the last hidden layer
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 
+The action space picks the policy: a softmax for Discrete, a Gaussian for Box (MuJoCo).
 Hogwild: one model lives in shared memory; each worker process keeps a local copy,
 syncs it at the start of every t_max-step segment, computes its gradient locally and
 applies it to the shared parameters with a shared-statistics RMSProp, without locks.
@@ -15,6 +18,7 @@ applies it to the shared parameters with a shared-statistics RMSProp, without lo
 import csv
 import dataclasses
 import json
+import math
 import os
 import queue as queue_lib
 import signal
@@ -36,7 +40,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import UsageError, flatten_parameters, layer_init, make_env, make_trunk
+from common import ObservationNorm, UsageError, flatten_parameters, layer_init, make_env, make_trunk
 
 SCRIPT = "a3c.py"
 
@@ -59,8 +63,8 @@ class Args:
     """discount"""
     t_max: int = 5
     """steps per worker segment before an update (Algorithm S3)"""
-    entropy_coef: float = 0.01
-    """beta, the entropy bonus weight (Section 4)"""
+    entropy_coef: Optional[float] = None
+    """beta, the entropy bonus weight: 0.01 for Discrete actions (Section 4), 1e-4 for Box (Supplement 9)"""
     value_coef: float = 0.5
     """weight of the value loss (R - V)^2; the paper does not state it"""
     rms_alpha: float = 0.99
@@ -72,7 +76,11 @@ class Args:
     network: str = "small"
     """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """tanh MLP trunk for vector observations"""
+    """tanh MLP trunk for vector observations (with Box actions, one for the policy and one for the value)"""
+    lstm: bool = False
+    """A3C LSTM: an LSTM after the last hidden layer, 256 cells on images, 128 on vectors (Supplements 8-9)"""
+    normalize_obs: bool = False
+    """standardise vector observations with running statistics of all workers (not in the paper)"""
     run_dir: Optional[str] = None
     """where the run writes everything (default runs/<env>__<script>__<seed>__<unix time>)"""
     eval_interval: int = 250_000
@@ -97,18 +105,81 @@ class Args:
     """record the final evaluation's episodes under <run-dir>/videos"""
 
 
-class ActorCritic(nn.Module):
-    """Softmax policy and linear value on one shared trunk (Section 4: all non-output layers shared)."""
+class Body(nn.Module):
+    """An encoder, then with --lstm an LSTM whose state (h, c) the caller carries between calls."""
 
-    def __init__(self, observation_space, num_actions, network, hidden_sizes):
+    def __init__(self, observation_space, args):
         super().__init__()
-        self.trunk, width = make_trunk(observation_space, network, hidden_sizes)
-        self.policy = layer_init(nn.Linear(width, num_actions), std=0.01)  # near-uniform start
-        self.value = layer_init(nn.Linear(width, 1), std=1.0)
+        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes)
+        self.lstm = nn.LSTM(width, 256 if len(observation_space.shape) == 3 else 128) if args.lstm else None
+        self.width = self.lstm.hidden_size if args.lstm else width
 
-    def forward(self, obs):
+    def forward(self, obs, state):
+        """obs: consecutive observations of one episode, (T, ...); state None means zeros."""
         hidden = self.trunk(obs)
-        return self.policy(hidden), self.value(hidden).squeeze(-1)
+        if self.lstm is None:
+            return hidden, None
+        hidden, state = self.lstm(hidden.unsqueeze(1), state)  # a sequence of T steps, batch of 1
+        return hidden.squeeze(1), state
+
+
+class ActorCritic(nn.Module):
+    """pi(a|s) and V(s). Discrete actions: a softmax policy and a linear value sharing all other
+    layers (Section 4). Box actions: a Gaussian policy, its mean from a linear layer and its
+    variance from softplus of another, and a value network sharing no parameters with it
+    (Supplement 9; each on the tanh MLP trunk, not the paper's 200 ReLUs: see the README)."""
+
+    def __init__(self, observation_space, action_space, args):
+        super().__init__()
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.obs_norm = ObservationNorm(observation_space.shape) if args.normalize_obs else nn.Identity()
+        self.body = Body(observation_space, args)
+        if self.continuous:
+            self.value_body = Body(observation_space, args)
+            self.mean = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
+            self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
+        else:
+            self.policy = layer_init(nn.Linear(self.body.width, action_space.n), std=0.01)  # near-uniform start
+        self.value = layer_init(nn.Linear(self.body.width, 1), std=1.0)
+
+    def forward(self, obs, state=None):
+        """Policy (logits, or Gaussian mean and variance), V(s) and the next LSTM state."""
+        obs = self.obs_norm(obs)
+        if not self.continuous:
+            hidden, state = self.body(obs, state)
+            return self.policy(hidden), self.value(hidden).squeeze(-1), state
+        policy_state, value_state = state or (None, None)
+        hidden, policy_state = self.body(obs, policy_state)
+        value_hidden, value_state = self.value_body(obs, value_state)
+        policy = (self.mean(hidden), F.softplus(self.variance(hidden)))
+        return policy, self.value(value_hidden).squeeze(-1), (policy_state, value_state)
+
+
+def sample_action(policy, continuous, greedy=False, generator=None):
+    """a ~ pi(.|s) for each state: softmax or Gaussian; the most likely action when greedy."""
+    if continuous:
+        mean, variance = policy
+        return mean if greedy else torch.normal(mean, variance.sqrt(), generator=generator)
+    return policy.argmax(-1) if greedy else torch.multinomial(policy.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def log_prob_and_entropy(policy, actions, continuous):
+    """log pi(a_i|s_i) of the actions taken and the entropy H(pi(s_i)), per state."""
+    if continuous:  # a diagonal Gaussian; H = 1/2 (log(2 pi sigma^2) + 1) per action dimension
+        mean, variance = policy
+        log_2pi_variance = torch.log(2 * math.pi * variance)
+        log_prob = -0.5 * ((actions - mean).pow(2) / variance + log_2pi_variance).sum(-1)
+        return log_prob, 0.5 * (log_2pi_variance + 1).sum(-1)
+    log_probs = F.log_softmax(policy, dim=-1)
+    return log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
+
+
+def env_action(action, action_space):
+    """Gaussian samples are clipped to the action bounds only on their way to the environment:
+    the loss uses the log-probability of the sample itself."""
+    if isinstance(action_space, gym.spaces.Box):
+        return np.clip(action.numpy(), action_space.low, action_space.high)
+    return action.item()
 
 
 class SharedRMSprop:
@@ -165,7 +236,7 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     return True
 
 
-def worker(rank, args, shared_params, optimizer, step_counts, messages, stop):
+def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messages, stop):
     """One actor-learner (Algorithm S3). Reports episodes, losses and errors on `messages`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
     torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
@@ -173,9 +244,10 @@ def worker(rank, args, shared_params, optimizer, step_counts, messages, stop):
         seed = args.seed + rank
         torch.manual_seed(seed)
         env = make_env(args.env_id, training=True)
-        model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+        model = ActorCritic(env.observation_space, env.action_space, args)
         params, grads = flatten_parameters(model)
         obs, _ = env.reset(seed=seed)
+        state = None  # the LSTM state (None: zeros), carried across segments within an episode
         # The global step T is the sum of one counter per worker, each written only by its own
         # worker: no lock, so no process can die holding one and leave the others waiting forever.
         steps_done = step_counts.numpy()
@@ -183,12 +255,14 @@ def worker(rank, args, shared_params, optimizer, step_counts, messages, stop):
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
         while steps_done.sum() < args.total_timesteps and not stop.is_set() and main_process.is_alive():
             params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
-            observations, actions, rewards = [], [], []
+            if args.normalize_obs:  # the statistics too: fixed within a segment, like theta'
+                model.obs_norm.moments.copy_(obs_moments)
+            segment_start_state, observations, actions, rewards = state, [], [], []
             for _ in range(args.t_max):  # Algorithm S3: act until terminal or t - t_start == t_max
-                with torch.inference_mode():
-                    logits, _ = model(torch.from_numpy(obs).unsqueeze(0))
-                action = torch.multinomial(logits.softmax(-1), 1).item()
-                next_obs, reward, terminated, truncated, info = env.step(action)
+                with torch.no_grad():  # not inference_mode: the LSTM state is reused under autograd
+                    policy, _, state = model(torch.from_numpy(obs).unsqueeze(0), state)
+                action = sample_action(policy, model.continuous)[0]
+                next_obs, reward, terminated, truncated, info = env.step(env_action(action, env.action_space))
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(reward)
@@ -198,14 +272,20 @@ def worker(rank, args, shared_params, optimizer, step_counts, messages, stop):
                 if terminated or truncated:
                     obs, _ = env.reset()
                     break
-            # One batched forward over the segment and the state to bootstrap from.
-            logits, values = model(torch.from_numpy(np.stack(observations + [next_obs])))
+            # One batched forward over the segment and the state to bootstrap from. The LSTM
+            # restarts from the segment's first state, which carries no graph: backpropagation
+            # through time stops at the segment boundary.
+            policy, values, _ = model(torch.from_numpy(np.stack(observations + [next_obs])), segment_start_state)
+            if terminated or truncated:
+                state = None  # a new episode starts from a zero LSTM state
+            if args.normalize_obs:  # Hogwild again: a lost addition only nudges a running mean
+                obs_moments.add_(ObservationNorm.moments_of(np.stack(observations)))
             returns = torch.from_numpy(n_step_returns(rewards, terminated, values[-1].item(), args.gamma))
-            log_probs = F.log_softmax(logits[:-1], dim=-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            policy = policy[:-1] if not model.continuous else (policy[0][:-1], policy[1][:-1])
+            log_probs, entropy = log_prob_and_entropy(policy, torch.stack(actions), model.continuous)
             advantages = returns - values[:-1]
             # Algorithm S3: accumulate grad log pi(a_i|s_i) (R - V(s_i)) + beta grad H, and d(R - V)^2.
-            policy_loss = -(log_probs[torch.arange(len(actions)), actions] * advantages.detach()).sum()
+            policy_loss = -(log_probs * advantages.detach()).sum()
             value_loss = advantages.pow(2).sum()
             loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy.sum()
             steps_done[rank] += len(rewards)
@@ -233,24 +313,24 @@ def evaluate(model, env, num_episodes, greedy, seed):
     returns = []
     for episode in range(num_episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
-        episode_return, done = 0.0, False
+        episode_return, done, state = 0.0, False, None  # the LSTM state runs through the whole game
         while not done:
             with torch.inference_mode():
-                logits, _ = model(torch.from_numpy(obs).unsqueeze(0))
-            action = logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=generator)
-            obs, reward, terminated, truncated, _ = env.step(action.item())
+                policy, _, state = model(torch.from_numpy(obs).unsqueeze(0), state)
+            action = sample_action(policy, model.continuous, greedy, generator)[0]
+            obs, reward, terminated, truncated, _ = env.step(env_action(action, env.action_space))
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
     return returns
 
 
-def evaluator(args, shared_params, step_counts, messages, stop):
+def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
     """Evaluate the shared model every eval_interval global steps on its own env and seed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
-    model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+    model = ActorCritic(env.observation_space, env.action_space, args)
     params, _ = flatten_parameters(model)
     next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
     while not stop.is_set() and mp.parent_process().is_alive():
@@ -259,6 +339,8 @@ def evaluator(args, shared_params, step_counts, messages, stop):
             time.sleep(0.05)
             continue
         params.copy_(shared_params)
+        if args.normalize_obs:
+            model.obs_norm.moments.copy_(obs_moments)
         returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
         messages.put(("eval", step, returns))
         next_eval = (step // args.eval_interval + 1) * args.eval_interval
@@ -324,10 +406,12 @@ def check_args(args):
 def build_model(args, ckpt=None):
     """The model for args.env_id, with the checkpoint's weights if one is given."""
     env = make_env(args.env_id, training=False)
-    if not isinstance(env.action_space, gym.spaces.Discrete):
+    if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
-                         "a3c.py supports Discrete action spaces only (continuous control is not implemented yet)")
-    model = ActorCritic(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+                         "a3c.py supports Discrete and Box action spaces")
+    if args.normalize_obs and len(env.observation_space.shape) != 1:
+        raise UsageError(f"--normalize-obs is for vector observations; {args.env_id} has images")
+    model = ActorCritic(env.observation_space, env.action_space, args)
     env.close()
     try:
         if ckpt is not None:
@@ -406,9 +490,12 @@ class Progress:
 
 def train(args, ckpt):
     shared_model = build_model(args, ckpt)  # first: bad input must not touch the run directory
+    if args.entropy_coef is None:
+        args = dataclasses.replace(args, entropy_coef=1e-4 if shared_model.continuous else 0.01)
     run_dir = make_run_dir(args)
     shared_params, _ = flatten_parameters(shared_model)
     shared_params.share_memory_()  # the one theta every worker reads and writes
+    obs_moments = shared_model.obs_norm.moments.share_memory_() if args.normalize_obs else None
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     stop, messages = ctx.Event(), ctx.Queue()
@@ -426,9 +513,11 @@ def train(args, ckpt):
             state["square_avg"] = optimizer.square_avg.clone()
         save_atomic(state, os.path.join(run_dir, name))
 
-    processes = [ctx.Process(target=worker, args=(rank, args, shared_params, optimizer, step_counts, messages, stop),
-                             daemon=True) for rank in range(args.num_workers)]
-    processes.append(ctx.Process(target=evaluator, args=(args, shared_params, step_counts, messages, stop), daemon=True))
+    processes = [ctx.Process(target=worker, daemon=True,
+                             args=(rank, args, shared_params, obs_moments, optimizer, step_counts, messages, stop))
+                 for rank in range(args.num_workers)]
+    processes.append(ctx.Process(target=evaluator, daemon=True,
+                                 args=(args, shared_params, obs_moments, step_counts, messages, stop)))
     workers = processes[:-1]
     # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
     # the handler could interrupt TensorBoard's writer or the queue while they hold a lock.

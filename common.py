@@ -8,6 +8,7 @@ and evaluation.
 """
 
 import difflib
+import importlib
 
 import ale_py
 import cv2
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 
 gym.register_envs(ale_py)
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: an error stays one line
 cv2.setNumThreads(1)  # one thread per worker process, as for torch
 
 
@@ -111,8 +113,11 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
     cap on episode length so that a policy stuck repeating one action still ends.
     """
     try:
+        if ":" in env_id:  # "module:Env-v0": import the module that registers Env-v0 (gym.make's syntax)
+            module, env_id = env_id.split(":", 1)
+            importlib.import_module(module)
         spec = gym.spec(env_id)
-    except gym.error.Error as error:
+    except (gym.error.Error, ModuleNotFoundError) as error:
         ids = list(gym.registry)
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -188,6 +193,32 @@ def make_trunk(observation_space, network="small", hidden_sizes=(64, 64)):
     if len(observation_space.shape) == 3:
         return atari_trunk(network)
     return mlp_trunk(int(np.prod(observation_space.shape)), hidden_sizes)
+
+
+class ObservationNorm(nn.Module):
+    """(obs - mean) / std over every observation seen in training so far, clipped to [-10, 10].
+
+    The statistics are a buffer, so they travel in the state_dict (model.pt, checkpoint.pt)
+    and an evaluation sees what training saw. moments = [count, sum, sum of squares] per
+    feature, in float64; it starts as one observation with mean 0 and variance 1, so an
+    untrained normaliser is the identity. Workers add their observations' moments in place.
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("moments", torch.stack([torch.ones(shape), torch.zeros(shape), torch.ones(shape)]).double())
+
+    @staticmethod
+    def moments_of(observations):
+        observations = torch.as_tensor(observations, dtype=torch.float64)
+        return torch.stack([torch.full(observations.shape[1:], float(len(observations)), dtype=torch.float64),
+                            observations.sum(0), observations.pow(2).sum(0)])
+
+    def forward(self, obs):
+        count, total, total_squares = self.moments
+        mean = total / count
+        std = (total_squares / count - mean.pow(2)).clamp(min=0).add(1e-8).sqrt()
+        return ((obs - mean) / std).clamp(-10, 10).float()
 
 
 def flatten_parameters(model, flat_params=None):

@@ -1,6 +1,7 @@
 """Agent steps/s of a script with 1..N workers, beside the random-policy environment-only rate.
 
     python benchmarks/throughput.py --script a3c.py --env-id PongNoFrameskip-v4 --workers 1 2
+    python benchmarks/throughput.py --script a3c.py --script-flags=--lstm --workers 2
 
 The environment-only rate runs N processes that each step their own preprocessed env with
 random actions: with the network's cost, it is the ceiling for the script. The script's
@@ -12,6 +13,7 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,8 @@ class Args:
     machine's speed hits every count alike; the table shows the median"""
     env_seconds: float = 10.0
     """time per environment-only measurement"""
+    script_flags: str = ""
+    """extra flags for the script, as one string (`--script-flags=--lstm`)"""
     output: str = "throughput.json"
     """where the JSON goes"""
 
@@ -50,10 +54,11 @@ def random_steps(env_id, seconds, seed, result):
 
     env = make_env(env_id, training=True)
     env.reset(seed=seed)
-    rng, steps, end = np.random.default_rng(seed), 0, time.time() + seconds
+    env.action_space.seed(seed)
+    steps, end = 0, time.time() + seconds
     while time.time() < end:
         for _ in range(100):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
             if terminated or truncated:
                 env.reset()
         steps += 100
@@ -76,7 +81,7 @@ def script_rate(args, num_workers):
     with tempfile.TemporaryDirectory() as run_dir:
         command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--num-workers",
                    str(num_workers), "--total-timesteps", "1000000000", "--eval-interval", "1000000000",
-                   "--log-interval", "5", "--run-dir", run_dir]
+                   "--log-interval", "5", "--run-dir", run_dir, *shlex.split(args.script_flags)]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.seconds)
         process.terminate()  # SIGTERM: the script checkpoints and exits
@@ -90,7 +95,7 @@ def script_rate(args, num_workers):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    print(f"{args.script} on {args.env_id}, {os.cpu_count()} CPU cores, median of {args.repeats}")
+    print(f"{args.script} {args.script_flags} on {args.env_id}, {os.cpu_count()} CPU cores, median of {args.repeats}")
     env_rates = {n: env_only_rate(args.env_id, n, args.env_seconds) for n in args.workers}
     rates = {n: [] for n in args.workers}
     for _ in range(args.repeats):
@@ -104,5 +109,5 @@ if __name__ == "__main__":
         print(f"{r['workers']:>7} {r['sps']:>14.0f} {runs:>20} {r['env_only_sps']:>17.0f} "
               f"{r['sps'] / results[0]['sps']:>18.2f}")
     with open(args.output, "w") as f:
-        json.dump({"script": args.script, "env_id": args.env_id, "cpu_count": os.cpu_count(), "results": results}, f,
-                  indent=2)
+        json.dump({"script": args.script, "script_flags": args.script_flags, "env_id": args.env_id,
+                   "cpu_count": os.cpu_count(), "results": results}, f, indent=2)

@@ -153,8 +153,10 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--env-id", "CartPole-v7"], "CartPole-v1"),
-    (["--env-id", "Pendulum-v1"], "action space"),
+    (["--env-id", "tests.custom_envs:CartPoleMultiDiscrete-v1"], "action space"),
+    (["--env-id", "tests.missing_module:CartPole-v1"], "tests.missing_module"),
     (["--env-id", "FrozenLake-v1"], "observation space"),
+    (["--env-id", "PongNoFrameskip-v4", "--normalize-obs"], "--normalize-obs"),
     (["--num-workers", "0"], "--num-workers"),
     (["--total-timesteps", "-5"], "--total-timesteps"),
     (["--learning-rate", "0"], "--learning-rate"),

@@ -12,27 +12,26 @@ from common import flatten_parameters, make_env
 CTX = mp.get_context("spawn")
 
 
-def shared_cartpole_model():
+def test_worker_process_updates_parents_shared_parameters_and_statistics():
+    args = dataclasses.replace(a3c.Args(), env_id="CartPole-v1", hidden_sizes=(8,), total_timesteps=20,
+                               normalize_obs=True, entropy_coef=0.01)
     env = make_env("CartPole-v1", training=True)
-    model = a3c.ActorCritic(env.observation_space, env.action_space.n, "small", (8,))
+    model = a3c.ActorCritic(env.observation_space, env.action_space, args)
     params, _ = flatten_parameters(model)
     params.share_memory_()
-    return model, params
-
-
-def test_worker_process_updates_parents_shared_parameters_and_statistics():
-    model, params = shared_cartpole_model()
+    obs_moments = model.obs_norm.moments.share_memory_()
     optimizer = a3c.SharedRMSprop(params)
     before = params.clone()
-    args = dataclasses.replace(a3c.Args(), env_id="CartPole-v1", hidden_sizes=(8,), total_timesteps=20)
     step_counts, stop, messages = torch.zeros(2, dtype=torch.int64).share_memory_(), CTX.Event(), CTX.Queue()
-    child = CTX.Process(target=a3c.worker, args=(0, args, params, optimizer, step_counts, messages, stop))
+    child = CTX.Process(target=a3c.worker, args=(0, args, params, obs_moments, optimizer, step_counts, messages, stop))
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0
     assert step_counts[0] >= 20 and step_counts[1] == 0  # the worker counted its steps in its own slot
     assert not torch.equal(params, before)  # theta moved in the parent's memory
     assert torch.count_nonzero(optimizer.square_avg) > 0.9 * params.numel()  # so did the shared g
+    # and so did the observation statistics: one count per training observation, on top of the prior one
+    assert torch.all(obs_moments[0] == 1 + step_counts[0]) and torch.count_nonzero(obs_moments[1]) == 4
     # the parent's nn.Module sees it too: its parameters are views into the shared buffer
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), params)
 

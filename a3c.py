@@ -275,11 +275,12 @@ def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messa
             # One batched forward over the segment and the state to bootstrap from. The LSTM
             # restarts from the segment's first state, which carries no graph: backpropagation
             # through time stops at the segment boundary.
-            policy, values, _ = model(torch.from_numpy(np.stack(observations + [next_obs])), segment_start_state)
+            segment = np.stack(observations + [next_obs])
+            policy, values, _ = model(torch.from_numpy(segment), segment_start_state)
             if terminated or truncated:
                 state = None  # a new episode starts from a zero LSTM state
             if args.normalize_obs:  # Hogwild again: a lost addition only nudges a running mean
-                obs_moments.add_(ObservationNorm.moments_of(np.stack(observations)))
+                obs_moments.add_(ObservationNorm.moments_of(segment[:-1]))
             returns = torch.from_numpy(n_step_returns(rewards, terminated, values[-1].item(), args.gamma))
             policy = policy[:-1] if not model.continuous else (policy[0][:-1], policy[1][:-1])
             log_probs, entropy = log_prob_and_entropy(policy, torch.stack(actions), model.continuous)

@@ -11,6 +11,7 @@ import torch
 
 import a3c
 from common import ObservationNorm, make_env
+from test_a3c_script import RUN_FILES, a3c as run_a3c
 
 
 def make_model(env_id, **flags):
@@ -127,9 +128,8 @@ def test_observation_statistics_travel_with_the_state_dict():
 # --- the script as a user runs it ------------------------------------------------------
 
 def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_path):
-    from test_a3c_script import RUN_FILES, a3c
     run_dir = tmp_path / "run"
-    result = a3c("--env-id", "InvertedPendulum-v5", "--num-workers", "2", "--total-timesteps", "2000",
+    result = run_a3c("--env-id", "InvertedPendulum-v5", "--num-workers", "2", "--total-timesteps", "2000",
                  "--normalize-obs", "--eval-episodes", "3", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert RUN_FILES <= set(os.listdir(run_dir))
@@ -140,14 +140,13 @@ def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_
         # Hogwild: two workers adding at the same instant may lose one segment's addition
         assert 0.9 * saved["global_step"] <= count <= saved["global_step"]
     # evaluating model.pt alone gives the very episodes of the final evaluation: same statistics, same seed
-    replay = a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--run-dir", str(tmp_path / "replay"))
+    replay = run_a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--run-dir", str(tmp_path / "replay"))
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert json.load(open(tmp_path / "replay" / "eval.json"))["returns"] == json.load(open(run_dir / "eval.json"))["returns"]
 
 
 def test_pong_run_with_lstm(tmp_path):
-    from test_a3c_script import a3c
-    result = a3c("--env-id", "PongNoFrameskip-v4", "--lstm", "--num-workers", "2", "--total-timesteps", "400",
+    result = run_a3c("--env-id", "PongNoFrameskip-v4", "--lstm", "--num-workers", "2", "--total-timesteps", "400",
                  "--eval-episodes", "1", "--eval-max-steps", "100", "--run-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     model = torch.load(tmp_path / "model.pt", weights_only=True)["model"]

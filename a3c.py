@@ -20,12 +20,12 @@ import dataclasses
 import json
 import math
 import os
-import queue as queue_lib
 import signal
 import sys
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing import connection
 from typing import Optional
 
 import ale_py
@@ -43,6 +43,7 @@ from tqdm import tqdm
 from common import ObservationNorm, UsageError, flatten_parameters, layer_init, make_env, make_trunk
 
 SCRIPT = "a3c.py"
+SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Args:
     """seconds between rows of progress.csv"""
     checkpoint_interval: float = 300.0
     """seconds between checkpoints"""
+    max_worker_restarts: int = 3
+    """restart a worker (or the evaluator) that raised or was killed, this many times in all; then stop (exit 1)"""
     eval_only: bool = False
     """evaluate --checkpoint, write eval.json and exit"""
     checkpoint: Optional[str] = None
@@ -236,12 +239,12 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     return True
 
 
-def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messages, stop):
-    """One actor-learner (Algorithm S3). Reports episodes, losses and errors on `messages`."""
+def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts, messages, stop):
+    """One actor-learner (Algorithm S3). Sends episodes, losses and its last error on `messages`,
+    its own pipe to the main process. `seed` is seed + rank; a restarted worker gets a new one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
     torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
     try:
-        seed = args.seed + rank
         torch.manual_seed(seed)
         env = make_env(args.env_id, training=True)
         model = ActorCritic(env.observation_space, env.action_space, args)
@@ -251,7 +254,7 @@ def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messa
         # The global step T is the sum of one counter per worker, each written only by its own
         # worker: no lock, so no process can die holding one and leave the others waiting forever.
         steps_done = step_counts.numpy()
-        stats, last_report, main_process = np.zeros(5), time.time(), mp.parent_process()
+        stats, last_report, main_process, skips_in_a_row = np.zeros(5), time.time(), mp.parent_process(), 0
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
         while steps_done.sum() < args.total_timesteps and not stop.is_set() and main_process.is_alive():
             params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
@@ -268,7 +271,7 @@ def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messa
                 rewards.append(reward)
                 obs = next_obs
                 if "episode" in info:  # a whole game ended (not just a life): real return
-                    messages.put(("episode", int(steps_done.sum()), float(info["episode"]["r"]), int(info["episode"]["l"])))
+                    messages.send(("episode", int(steps_done.sum()), float(info["episode"]["r"]), int(info["episode"]["l"])))
                 if terminated or truncated:
                     obs, _ = env.reset()
                     break
@@ -294,18 +297,29 @@ def worker(rank, args, shared_params, obs_moments, optimizer, step_counts, messa
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
             if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
                 stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
-            else:
+                skips_in_a_row = 0
+            else:  # skipped and counted; if it persists, the run has diverged and a restart cannot help
                 stats[4] += 1
+                skips_in_a_row += 1
+                if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:
+                    raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
             if time.time() - last_report > 2.0:
-                messages.put(("losses", stats.copy()))
+                messages.send(("losses", stats.copy()))
                 stats[:], last_report = 0, time.time()
-        messages.put(("losses", stats.copy()))
-        if not main_process.is_alive():
-            messages.cancel_join_thread()  # nobody reads the queue any more: do not wait to flush it
+        if main_process.is_alive():
+            messages.send(("losses", stats.copy()))
         env.close()
-    except Exception:
-        messages.put(("error", rank, traceback.format_exc()))
-        raise
+    except Exception as error:
+        report_error(messages, "diverged" if isinstance(error, FloatingPointError) else "error")
+
+
+def report_error(messages, kind):
+    """Send the traceback to the main process, which reports it, and exit 1 without printing it twice."""
+    try:
+        messages.send((kind, traceback.format_exc()))
+    except OSError:  # the main process is gone
+        pass
+    sys.exit(1)
 
 
 def evaluate(model, env, num_episodes, greedy, seed):
@@ -330,26 +344,51 @@ def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
     """Evaluate the shared model every eval_interval global steps on its own env and seed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
-    model = ActorCritic(env.observation_space, env.action_space, args)
-    params, _ = flatten_parameters(model)
-    next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
-    while not stop.is_set() and mp.parent_process().is_alive():
-        step = int(step_counts.sum())
-        if step < next_eval:
-            time.sleep(0.05)
-            continue
-        params.copy_(shared_params)
-        if args.normalize_obs:
-            model.obs_norm.moments.copy_(obs_moments)
-        returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
-        messages.put(("eval", step, returns))
-        next_eval = (step // args.eval_interval + 1) * args.eval_interval
+    try:
+        env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
+        model = ActorCritic(env.observation_space, env.action_space, args)
+        params, _ = flatten_parameters(model)
+        next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
+        while not stop.is_set() and mp.parent_process().is_alive():
+            step = int(step_counts.sum())
+            if step < next_eval:
+                time.sleep(0.05)
+                continue
+            params.copy_(shared_params)
+            if args.normalize_obs:
+                model.obs_norm.moments.copy_(obs_moments)
+            returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
+            messages.send(("eval", step, returns))
+            next_eval = (step // args.eval_interval + 1) * args.eval_interval
+    except Exception:
+        report_error(messages, "error")
 
 
 # ---------------------------------------------------------------------------------------
 # The main process: arguments, run directory, supervision, checkpoints
 # ---------------------------------------------------------------------------------------
+
+
+def receive(pipes, timeout):
+    """(rank, message) for every message waiting on the processes' pipes; waits up to `timeout`."""
+    received = []
+    for pipe in connection.wait([pipe for pipe in pipes if not pipe.closed], timeout):
+        rank = pipes.index(pipe)
+        try:
+            while pipe.poll():
+                received.append((rank, pipe.recv()))
+        except (EOFError, OSError):  # its process has exited: nothing more will come
+            pipe.close()
+    return received
+
+
+def how_it_died(exitcode, trace):
+    """'failed: ValueError: ...' from the traceback the process sent, else its exit code or signal."""
+    if trace:
+        return f"failed: {trace.strip().splitlines()[-1]}"
+    if exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"
 
 
 def save_atomic(obj, path):
@@ -400,6 +439,8 @@ def check_args(args):
     for name in ("num_workers", "total_timesteps", "t_max", "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.max_worker_restarts < 0:
+        raise UsageError(f"--max-worker-restarts must be 0 or more, got {args.max_worker_restarts}")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
 
@@ -499,7 +540,7 @@ def train(args, ckpt):
     obs_moments = shared_model.obs_norm.moments.share_memory_() if args.normalize_obs else None
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
-    stop, messages = ctx.Event(), ctx.Queue()
+    stop = ctx.Event()
     step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
     global_step = lambda: int(step_counts.sum())
     seconds_before = 0.0
@@ -514,38 +555,61 @@ def train(args, ckpt):
             state["square_avg"] = optimizer.square_avg.clone()
         save_atomic(state, os.path.join(run_dir, name))
 
-    processes = [ctx.Process(target=worker, daemon=True,
-                             args=(rank, args, shared_params, obs_moments, optimizer, step_counts, messages, stop))
-                 for rank in range(args.num_workers)]
-    processes.append(ctx.Process(target=evaluator, daemon=True,
-                                 args=(args, shared_params, obs_moments, step_counts, messages, stop)))
-    workers = processes[:-1]
+    def start_process(rank, restarts=0):
+        """Worker `rank`, or the evaluator for rank num_workers, with its own pipe for messages:
+        a process killed while writing can corrupt only its own pipe, and hold no shared lock."""
+        receiver, sender = ctx.Pipe(duplex=False)
+        if rank < args.num_workers:
+            seed = args.seed + rank + restarts * args.num_workers  # a restart does not replay its predecessor
+            process = ctx.Process(target=worker, daemon=True, args=(rank, seed, args, shared_params, obs_moments,
+                                                                    optimizer, step_counts, sender, stop))
+        else:
+            process = ctx.Process(target=evaluator, daemon=True,
+                                  args=(args, shared_params, obs_moments, step_counts, sender, stop))
+        process.start()
+        sender.close()  # the child holds the only writer: its death closes the pipe
+        return process, receiver
+
     # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
-    # the handler could interrupt TensorBoard's writer or the queue while they hold a lock.
+    # the handler could interrupt TensorBoard's writer while it holds a lock.
     received = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: received.append(signum))
     progress = Progress(run_dir, args.total_timesteps, global_step())
     start = last_log = last_checkpoint = time.time()
-    for process in processes:
-        process.start()
-    episodes, losses, evaluation, skipped, last_step, failure = [], np.zeros(5), None, 0, global_step(), None
+    started = [start_process(rank) for rank in range(args.num_workers + 1)]
+    processes, pipes = [process for process, _ in started], [pipe for _, pipe in started]
+    names = [f"worker {rank}" for rank in range(args.num_workers)] + ["the evaluator"]
+    episodes, losses, evaluation, skipped, last_step = [], np.zeros(5), None, 0, global_step()
+    errors, restarts, failure, diverged = {}, 0, None, False  # errors: the traceback each process sent last
     try:
-        while failure is None and not received and any(w.is_alive() for w in workers):
-            try:
-                kind, *message = messages.get(timeout=0.2)
-            except queue_lib.Empty:
-                kind = None
-            if kind == "episode":
-                episodes.append(message[1:])
-            elif kind == "losses":
-                losses += message[0]
-            elif kind == "eval":
-                evaluation = message[1]
-            elif kind == "error":
-                failure = f"worker {message[0]} failed:\n{message[1]}"
-            failure = failure or next((f"worker {rank} died with exit code {w.exitcode}"
-                                       for rank, w in enumerate(workers) if w.exitcode not in (None, 0)), None)
+        while failure is None and not received:
+            dead = [rank for rank, process in enumerate(processes) if process.exitcode not in (None, 0)]
+            # Read after looking for the dead: what a process sent before it died is in its pipe by now.
+            for rank, (kind, *message) in receive(pipes, timeout=0.2):
+                if kind == "episode":
+                    episodes.append(message[1:])
+                elif kind == "losses":
+                    losses += message[0]
+                elif kind == "eval":
+                    evaluation = message[1]
+                elif kind in ("error", "diverged"):
+                    errors[rank] = (kind, message[0])
+            for rank in dead:  # restart it from the shared model, up to max_worker_restarts times in all
+                kind, trace = errors.pop(rank, (None, None))
+                cause = how_it_died(processes[rank].exitcode, trace)
+                if kind == "diverged":
+                    failure, diverged = f"{names[rank]} stopped the run: {cause}", True
+                elif restarts == args.max_worker_restarts:
+                    failure = (f"{names[rank]} {cause}, after {restarts} restarts (--max-worker-restarts "
+                               f"{args.max_worker_restarts}){chr(10) + trace.rstrip() if trace else ''}")
+                else:
+                    restarts += 1
+                    tqdm.write(f"{SCRIPT}: warning: {names[rank]} {cause}; restarted it from the shared model "
+                               f"(restart {restarts} of {args.max_worker_restarts})", file=sys.stderr)
+                    processes[rank], pipes[rank] = start_process(rank, restarts)
+            if all(process.exitcode == 0 for process in processes[:-1]):  # every worker reached T_max
+                break
             now, step = time.time(), global_step()
             progress.update_bar(step)
             if now - last_log >= args.log_interval or evaluation is not None:
@@ -568,16 +632,21 @@ def train(args, ckpt):
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
             signal.signal(signum, signal.SIG_IGN)
         stop.set()
-        for process in processes:  # workers finish their segment; the evaluator may be mid-game
-            process.join(timeout=5 if process in workers else 0.5)
+        deadline = time.time() + 5  # workers finish their segment; the evaluator may be mid-game
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.time()) if process is not processes[-1] else 0.5)
             if process.is_alive():
-                process.terminate()
+                process.kill()
                 process.join()
+    if diverged:  # the shared model may have gone bad: keep the last periodic checkpoint instead
+        progress.close()
+        print(f"{SCRIPT}: {failure}\nthe last good checkpoint (if one was written) is in {run_dir}", file=sys.stderr)
+        return 1
     checkpoint("checkpoint.pt", with_optimizer=True)
     if failure is not None or received:
         progress.close()
         if failure is not None:
-            print(f"{SCRIPT}: {failure.rstrip()}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
+            print(f"{SCRIPT}: {failure}\ncheckpoint saved in {run_dir}; continue with --resume", file=sys.stderr)
             return 1
         print(f"{SCRIPT}: interrupted at step {global_step()}; checkpoint saved in {run_dir}", file=sys.stderr)
         return 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM

@@ -39,6 +39,31 @@ class MultiDiscreteActions(gym.ActionWrapper):
         return int(action[0])
 
 
+class Faulty(gym.Wrapper):
+    """CartPole with faults: raise after `crash_after` steps of this env, or make the reward NaN
+    on every `nan_every`-th step (a bad sensor) and on every step after `nan_after` (divergence)."""
+
+    def __init__(self, env, crash_after=None, nan_every=None, nan_after=None):
+        super().__init__(env)
+        self.crash_after, self.nan_every, self.nan_after, self.steps = crash_after, nan_every, nan_after, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.crash_after and self.steps > self.crash_after:
+            raise RuntimeError(f"the simulator crashed at step {self.steps}")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (self.nan_every and self.steps % self.nan_every == 0) or (self.nan_after and self.steps > self.nan_after):
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+def faulty_cartpole(render_mode=None, **faults):
+    return Faulty(gym.make("CartPole-v1", render_mode=render_mode), **faults)
+
+
+gym.register("CrashingCartPole-v1", entry_point=faulty_cartpole, kwargs={"crash_after": 300})
+gym.register("NanRewardCartPole-v1", entry_point=faulty_cartpole, kwargs={"nan_every": 50})
+gym.register("DivergingCartPole-v1", entry_point=faulty_cartpole, kwargs={"nan_after": 300})
 gym.register("CueMemory-v0", entry_point=CueMemory)
 gym.register("CartPoleMultiDiscrete-v1",
              entry_point=lambda **kwargs: MultiDiscreteActions(gym.make("CartPole-v1", **kwargs)))

@@ -1,0 +1,172 @@
+"""Reliability of all four scripts, with real processes and real signals: worker faults and
+restarts, interruption, resume, numerical faults. Tiny budgets on CartPole."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+SCRIPTS = ["a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py"]
+FAULTY = "tests.custom_envs:"  # the faulty CartPoles of tests/custom_envs.py
+
+
+class Run:
+    """A script started as a user starts it, its stderr in a file, its children watched."""
+
+    def __init__(self, script, run_dir, *flags, env_id="CartPole-v1", total_timesteps=100_000_000):
+        self.run_dir, self.stderr_path = run_dir, run_dir.parent / f"{run_dir.name}.stderr"
+        self.stderr = open(self.stderr_path, "a")
+        if "--resume" not in flags:  # a resumed run keeps the flags of the run it continues
+            flags = ("--env-id", env_id, "--num-workers", "2", "--total-timesteps", str(total_timesteps),
+                     "--log-interval", "0.3", "--eval-episodes", "2", "--run-dir", str(run_dir), *flags)
+        self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags],
+                                        stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=ROOT)
+        self.children_seen = set()
+
+    def children(self):
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "spawn_main"], capture_output=True,
+                               text=True).stdout.split()
+        self.children_seen.update(found)
+        return sorted(found, key=int)
+
+    def wait_for(self, condition, seconds, what):
+        deadline = time.time() + seconds
+        while not condition():
+            self.children()
+            assert self.process.poll() is None, f"exited with {self.process.returncode} before {what}:\n{self.err()}"
+            assert time.time() < deadline, f"no {what} within {seconds} s:\n{self.err()}"
+            time.sleep(0.05)
+
+    def global_step(self):
+        path = self.run_dir / "progress.csv"
+        with open(path) if path.exists() else open(os.devnull) as f:
+            rows = list(csv.DictReader(f))
+        return int(rows[-1]["global_step"]) if rows else 0
+
+    def finish(self, seconds=120):
+        while self.process.poll() is None:
+            self.children()
+            seconds -= 0.1
+            assert seconds > 0, "the script did not exit"
+            time.sleep(0.1)
+        self.stderr.close()
+        return self.process.returncode
+
+    def err(self):
+        return self.stderr_path.read_text().replace("\r", "\n")
+
+    def assert_no_process_left(self, seconds=5):
+        deadline = time.time() + seconds
+        alive = lambda: [pid for pid in self.children_seen if os.path.exists(f"/proc/{pid}")
+                         and "zombie" not in open(f"/proc/{pid}/status").read()]
+        while alive():
+            assert time.time() < deadline, f"processes {alive()} outlived the run"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_killed_worker_is_restarted_and_sigterm_stops_everything(tmp_path, script):
+    run = Run(script, tmp_path / "run")
+    run.wait_for(lambda: len(run.children()) == 3 and run.global_step() > 0, 120, "stepping workers")
+    first_worker = run.children()[0]  # workers start before the evaluator
+    os.kill(int(first_worker), signal.SIGKILL)
+    killed = time.time()
+    run.wait_for(lambda: "warning: worker 0 was killed by SIGKILL" in run.err(), 5, "warning about the dead worker")
+    assert time.time() - killed < 5
+    run.wait_for(lambda: len(run.children()) == 3, 30, "restarted worker")
+    step = run.global_step()
+    run.wait_for(lambda: run.global_step() > step + 500, 60, "progress after the restart")
+    run.process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    assert run.finish() == 143, run.err()
+    assert time.time() - sent < 10
+    assert "interrupted" in run.err() and "Traceback" not in run.err()
+    assert torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["global_step"] > step
+    run.assert_no_process_left()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_worker_failing_past_the_restart_limit_stops_the_run_with_exit_1(tmp_path, script):
+    # Every env raises at its 301st step: each worker fails, is restarted once, then the run stops.
+    run = Run(script, tmp_path / "run", "--max-worker-restarts", "1", env_id=FAULTY + "CrashingCartPole-v1")
+    assert run.finish() == 1, run.err()
+    err = run.err()
+    assert err.count("warning: worker") == 1
+    last_lines = err.strip().splitlines()
+    assert "failed: RuntimeError: the simulator crashed at step 301, after 1 restarts" in err
+    assert "continue with --resume" in last_lines[-1]
+    assert torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["global_step"] > 0
+    assert not (run.run_dir / "eval.json").exists()
+    run.assert_no_process_left()
+
+
+def same(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script):
+    total = 20_000
+    run = Run(script, tmp_path / "run", total_timesteps=total)
+    run.wait_for(lambda: run.global_step() > 1000, 120, "steps")
+    run.process.send_signal(signal.SIGINT)
+    assert run.finish() == 130, run.err()
+    run.assert_no_process_left()
+    interrupted = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
+    assert 0 < interrupted["global_step"] < total
+    rows = list(csv.DictReader(open(run.run_dir / "progress.csv")))
+    # Resumed with no steps left, a copy of the run saves exactly the state it loaded.
+    copy = shutil.copytree(run.run_dir, tmp_path / "copy")
+    unchanged = Run(script, copy, "--resume", str(copy / "checkpoint.pt"),
+                    "--total-timesteps", str(interrupted["global_step"]))
+    assert unchanged.finish() == 0, unchanged.err()
+    reloaded = torch.load(copy / "checkpoint.pt", weights_only=True)
+    assert reloaded.keys() == interrupted.keys() and reloaded["global_step"] == interrupted["global_step"]
+    for key in interrupted.keys() - {"args", "seconds"}:  # the model, RMSProp's statistics, the target network...
+        assert same(reloaded[key], interrupted[key]), key
+    # Resumed for real, it ends at the budget of the run it continues.
+    resumed = Run(script, run.run_dir, "--resume", str(run.run_dir / "checkpoint.pt"))
+    assert resumed.finish() == 0, resumed.err()
+    final = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
+    assert final["args"]["total_timesteps"] == total  # the checkpoint's budget, not this Run's default
+    # Each worker stops at its first segment boundary past T_max, as an uninterrupted run does.
+    assert total <= final["global_step"] < total + 2 * 5
+    assert json.load(open(run.run_dir / "eval.json"))["global_step"] == final["global_step"]
+    rows_after = list(csv.DictReader(open(run.run_dir / "progress.csv")))
+    assert rows_after[:len(rows)] == rows and int(rows_after[len(rows)]["global_step"]) >= interrupted["global_step"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_non_finite_updates_are_skipped_and_counted(tmp_path, script):
+    # Every 50th reward is NaN: the update of that segment is skipped, the shared model stays finite.
+    run = Run(script, tmp_path / "run", env_id=FAULTY + "NanRewardCartPole-v1", total_timesteps=4000)
+    assert run.finish() == 0, run.err()
+    rows = list(csv.DictReader(open(run.run_dir / "progress.csv")))
+    skipped = int(rows[-1]["skipped_updates"])
+    assert 4000 / 50 / 5 <= skipped <= 4000 / 50 + 10  # one per NaN reward at most, one per NaN segment at least
+    model = torch.load(run.run_dir / "model.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(tensor).all() for tensor in model.values())
+    run.assert_no_process_left()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script):
+    # After 300 steps every reward is NaN: a worker stops the run after 100 skipped updates in a row.
+    run = Run(script, tmp_path / "run", env_id=FAULTY + "DivergingCartPole-v1")
+    assert run.finish() == 1, run.err()
+    last_lines = run.err().strip().splitlines()[-2:]
+    assert "100 updates in a row had a non-finite loss or gradient" in last_lines[0]
+    assert "last good checkpoint" in last_lines[1]
+    assert not (run.run_dir / "checkpoint.pt").exists()  # none was written before it went bad
+    run.assert_no_process_left()

@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -78,50 +76,6 @@ def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
     assert evaluation["env_id"] == "PongNoFrameskip-v4" and len(evaluation["returns"]) == 2
     assert evaluation["global_step"] >= 600
     assert sorted(os.listdir(tmp_path / "videos")) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
-
-
-def start_long_cartpole_run(run_dir, wait_for):
-    """Start a run that would last for hours; return it once it has children ("started") or is stepping."""
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "a3c.py"), "--env-id", "CartPole-v1",
-                                "--num-workers", "2", "--total-timesteps", "100000000", "--log-interval", "0.5",
-                                "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while len(children_of(process.pid)) < 3 if wait_for == "started" else last_global_step(run_dir / "progress.csv") == 0:
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.05)
-    return process, children_of(process.pid)
-
-
-def children_of(pid):
-    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-
-
-def assert_all_gone(pids, seconds=30):  # children still importing torch notice only once they run
-    deadline = time.time() + seconds
-    while any(os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read() for pid in pids):
-        assert time.time() < deadline, "a child process outlived the main process"
-        time.sleep(0.1)
-
-
-def test_sigint_saves_a_checkpoint_and_exits_130_leaving_no_process(tmp_path):
-    process, children = start_long_cartpole_run(tmp_path, wait_for="stepping")
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert checkpoint["global_step"] > 0 and "square_avg" in checkpoint
-    assert not (tmp_path / "eval.json").exists()
-    assert_all_gone(children, seconds=1)
-
-
-@pytest.mark.parametrize("when", ["started", "stepping"])
-def test_main_process_killed_leaves_no_process_behind(tmp_path, when):
-    process, children = start_long_cartpole_run(tmp_path, wait_for=when)
-    assert len(children) >= 3  # two workers and the evaluator (and the resource tracker)
-    process.kill()  # SIGKILL: no handler runs, the children must notice on their own
-    process.wait()
-    assert_all_gone(children)
 
 
 def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):

@@ -2,8 +2,10 @@
 restarts, interruption, resume, numerical faults. Tiny budgets on CartPole."""
 
 import csv
+import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,10 +35,11 @@ class Run:
         self.children_seen = set()
 
     def children(self):
-        found = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "spawn_main"], capture_output=True,
-                               text=True).stdout.split()
-        self.children_seen.update(found)
-        return sorted(found, key=int)
+        """The workers and the evaluator; every child seen (the resource tracker too) is remembered."""
+        found = subprocess.run(["pgrep", "-a", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        found = [line.split(" ", 1) for line in found.splitlines()]
+        self.children_seen.update(pid for pid, _ in found)
+        return sorted((pid for pid, command in found if "spawn_main" in command), key=int)
 
     def wait_for(self, condition, seconds, what):
         deadline = time.time() + seconds
@@ -74,8 +77,9 @@ class Run:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_a_killed_worker_is_restarted_and_sigterm_stops_everything(tmp_path, script):
-    run = Run(script, tmp_path / "run")
+def test_a_run_survives_a_killed_worker_and_nan_rewards_then_sigterm_stops_everything(tmp_path, script):
+    # Every 50th reward is NaN: the update of that segment is skipped and counted.
+    run = Run(script, tmp_path / "run", env_id=FAULTY + "NanRewardCartPole-v1")
     run.wait_for(lambda: len(run.children()) == 3 and run.global_step() > 0, 120, "stepping workers")
     first_worker = run.children()[0]  # workers start before the evaluator
     os.kill(int(first_worker), signal.SIGKILL)
@@ -90,8 +94,25 @@ def test_a_killed_worker_is_restarted_and_sigterm_stops_everything(tmp_path, scr
     assert run.finish() == 143, run.err()
     assert time.time() - sent < 10
     assert "interrupted" in run.err() and "Traceback" not in run.err()
-    assert torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["global_step"] > step
+    checkpoint = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] > step
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+    rows = list(csv.DictReader(open(run.run_dir / "progress.csv")))
+    steps, skipped = int(rows[-1]["global_step"]), int(rows[-1]["skipped_updates"])
+    assert 0 < skipped <= steps / 50 + 10  # one per NaN reward at most (the last 2 s are not reported yet)
     run.assert_no_process_left()
+
+
+@pytest.mark.parametrize("script, when", [(script, "stepping") for script in SCRIPTS] + [("a3c.py", "starting")])
+def test_a_killed_main_process_leaves_no_process_behind(tmp_path, script, when):
+    run = Run(script, tmp_path / "run")
+    if when == "starting":  # its children are still importing torch
+        run.wait_for(lambda: len(run.children()) == 3, 120, "children")
+    else:
+        run.wait_for(lambda: run.global_step() > 0, 120, "stepping workers")
+    run.process.kill()  # SIGKILL: no handler runs, the children must notice on their own
+    run.process.wait()
+    run.assert_no_process_left(seconds=30)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -117,7 +138,7 @@ def same(a, b):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script):
-    total = 20_000
+    total = 8000
     run = Run(script, tmp_path / "run", total_timesteps=total)
     run.wait_for(lambda: run.global_step() > 1000, 120, "steps")
     run.process.send_signal(signal.SIGINT)
@@ -148,19 +169,6 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_p
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_non_finite_updates_are_skipped_and_counted(tmp_path, script):
-    # Every 50th reward is NaN: the update of that segment is skipped, the shared model stays finite.
-    run = Run(script, tmp_path / "run", env_id=FAULTY + "NanRewardCartPole-v1", total_timesteps=4000)
-    assert run.finish() == 0, run.err()
-    rows = list(csv.DictReader(open(run.run_dir / "progress.csv")))
-    skipped = int(rows[-1]["skipped_updates"])
-    assert 4000 / 50 / 5 <= skipped <= 4000 / 50 + 10  # one per NaN reward at most, one per NaN segment at least
-    model = torch.load(run.run_dir / "model.pt", weights_only=True)["model"]
-    assert all(torch.isfinite(tensor).all() for tensor in model.values())
-    run.assert_no_process_left()
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
 def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script):
     # After 300 steps every reward is NaN: a worker stops the run after 100 skipped updates in a row.
     run = Run(script, tmp_path / "run", env_id=FAULTY + "DivergingCartPole-v1")
@@ -170,3 +178,34 @@ def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script
     assert "last good checkpoint" in last_lines[1]
     assert not (run.run_dir / "checkpoint.pt").exists()  # none was written before it went bad
     run.assert_no_process_left()
+
+
+@pytest.mark.parametrize("script", SCRIPTS[1:])  # a3c.py's list is in test_a3c_script.py
+@pytest.mark.parametrize("flags, message", [
+    (["--env-id", "CartPole-v7"], "CartPole-v1"),  # a close id is suggested
+    (["--env-id", "MountainCarContinuous-v0"], "a3c.py"),
+    (["--num-workers", "0"], "--num-workers"),
+    (["--total-timesteps", "-5"], "--total-timesteps"),
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--max-worker-restarts", "-1"], "--max-worker-restarts"),
+    (["--resume", "missing.pt"], "missing.pt"),
+    (["--resume", "corrupt.pt"], "cannot read checkpoint"),
+    (["--resume", "a3c.pt"], "written by a3c.py, not"),
+    (["--resume", "acrobot.pt", "--env-id", "CartPole-v1"], "is for Acrobot-v1, not CartPole-v1"),
+    (["--resume", "other_shape.pt"], "does not fit this network"),
+    (["--run-dir", "/proc/forbidden/run"], "run directory"),
+])
+def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, message):
+    """In-process for speed: `__main__` turns a UsageError into one line and exit 2, as the
+    subprocess tests of a3c.py and test_a_box_action_space_points_to_a3c check."""
+    module = importlib.import_module(script[:-3])
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    fake = {"args": {"env_id": "Acrobot-v1"}, "model": {}, "square_avg": torch.zeros(1), "global_step": 0}
+    torch.save({**fake, "script": "a3c.py"}, tmp_path / "a3c.pt")
+    torch.save({**fake, "script": script}, tmp_path / "acrobot.pt")
+    torch.save({**fake, "script": script, "args": {"env_id": "CartPole-v1"}}, tmp_path / "other_shape.pt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags])
+    with pytest.raises(module.UsageError, match=re.escape(message)):
+        module.main()
+    assert not (tmp_path / "runs").exists()  # refused before it made a run directory

@@ -116,7 +116,7 @@ def test_a_box_action_space_points_to_a3c(script):
 
 
 @pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.SCRIPT)
-def test_pong_run_writes_every_file_and_eval_only_and_resume_work(tmp_path, module):
+def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # resume: test_reliability.py
     script = os.path.join(ROOT, module.SCRIPT)
     run = subprocess.run([sys.executable, script, "--env-id", "PongNoFrameskip-v4", "--num-workers", "2",
                           "--total-timesteps", "600", "--target-update-interval", "200", "--eval-episodes", "1",
@@ -133,8 +133,3 @@ def test_pong_run_writes_every_file_and_eval_only_and_resume_work(tmp_path, modu
                                 "--eval-episodes", "1", "--eval-max-steps", "50", "--run-dir", str(tmp_path / "e")],
                                capture_output=True, text=True, timeout=120)
     assert eval_only.returncode == 0 and json.load(open(tmp_path / "e" / "eval.json"))["global_step"] >= 600
-    resumed = subprocess.run([sys.executable, script, "--resume", str(tmp_path / "checkpoint.pt"),
-                              "--total-timesteps", "1000"], capture_output=True, text=True, timeout=180)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert 1000 <= checkpoint["global_step"] < 1100 and checkpoint["target_version"] == checkpoint["global_step"] // 200

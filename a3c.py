@@ -256,7 +256,7 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
         steps_done = step_counts.numpy()
         stats, last_report, main_process, skips_in_a_row = np.zeros(5), time.time(), mp.parent_process(), 0
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
-        while steps_done.sum() < args.total_timesteps and not stop.is_set() and main_process.is_alive():
+        while steps_done.sum() < args.total_timesteps and not stop.value and main_process.is_alive():
             params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
             if args.normalize_obs:  # the statistics too: fixed within a segment, like theta'
                 model.obs_norm.moments.copy_(obs_moments)
@@ -349,7 +349,7 @@ def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
         model = ActorCritic(env.observation_space, env.action_space, args)
         params, _ = flatten_parameters(model)
         next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
-        while not stop.is_set() and mp.parent_process().is_alive():
+        while not stop.value and mp.parent_process().is_alive():
             step = int(step_counts.sum())
             if step < next_eval:
                 time.sleep(0.05)
@@ -540,7 +540,8 @@ def train(args, ckpt):
     obs_moments = shared_model.obs_norm.moments.share_memory_() if args.normalize_obs else None
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
-    stop = ctx.Event()
+    # Lock-free: a worker killed while holding a lock (an Event has one) would block every other.
+    stop = ctx.RawValue("b", False)
     step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
     global_step = lambda: int(step_counts.sum())
     seconds_before = 0.0
@@ -631,7 +632,7 @@ def train(args, ckpt):
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
             signal.signal(signum, signal.SIG_IGN)
-        stop.set()
+        stop.value = True
         deadline = time.time() + 5  # workers finish their segment; the evaluator may be mid-game
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.time()) if process is not processes[-1] else 0.5)

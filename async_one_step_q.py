@@ -175,7 +175,9 @@ def refresh_target(target_params, shared_params, target_version, global_step, in
     """theta^- <- theta once per `interval` global steps, by the first worker to cross the boundary.
 
     target_version counts the refreshes done; the check is repeated under its lock so that
-    two workers crossing the same boundary at once copy only once. Returns True if it copied.
+    two workers crossing the same boundary at once copy only once. The lock covers the check
+    alone, not the copy: a worker killed while holding it would block the others forever.
+    Returns True if it copied.
     """
     due = global_step // interval
     if due <= target_version.value:
@@ -183,9 +185,9 @@ def refresh_target(target_params, shared_params, target_version, global_step, in
     with target_version.get_lock():
         if due <= target_version.value:
             return False
-        target_params.copy_(shared_params)
         target_version.value = due
-        return True
+    target_params.copy_(shared_params)
+    return True
 
 
 def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
@@ -225,7 +227,7 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
         steps_done = step_counts.numpy()
         stats, last_report, main_process, skips_in_a_row = np.zeros(4), time.time(), mp.parent_process(), 0
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
-        while steps_done.sum() < args.total_timesteps and not stop.is_set() and main_process.is_alive():
+        while steps_done.sum() < args.total_timesteps and not stop.value and main_process.is_alive():
             params.copy_(shared_params)  # theta' <- theta: the theta this segment's gradients are taken at
             epsilon = epsilon_at(steps_done.sum(), epsilon_final, args.epsilon_anneal_steps)
             observations, actions, rewards = [], [], []
@@ -304,7 +306,7 @@ def evaluator(args, shared_params, step_counts, messages, stop):
         model = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
         params, _ = flatten_parameters(model)
         next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
-        while not stop.is_set() and mp.parent_process().is_alive():
+        while not stop.value and mp.parent_process().is_alive():
             step = int(step_counts.sum())
             if step < next_eval:
                 time.sleep(0.05)
@@ -491,7 +493,8 @@ def train(args, ckpt):
     shared_params.share_memory_()  # the one theta every worker reads and writes
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
-    stop = ctx.Event()
+    # Lock-free: a worker killed while holding a lock (an Event has one) would block every other.
+    stop = ctx.RawValue("b", False)
     step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
     global_step = lambda: int(step_counts.sum())
     seconds_before = 0.0
@@ -590,7 +593,7 @@ def train(args, ckpt):
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
             signal.signal(signum, signal.SIG_IGN)
-        stop.set()
+        stop.value = True
         deadline = time.time() + 5  # workers finish their segment; the evaluator may be mid-game
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.time()) if process is not processes[-1] else 0.5)

@@ -49,11 +49,14 @@ class Run:
             assert time.time() < deadline, f"no {what} within {seconds} s:\n{self.err()}"
             time.sleep(0.05)
 
-    def global_step(self):
+    def last_row(self):
         path = self.run_dir / "progress.csv"
         with open(path) if path.exists() else open(os.devnull) as f:
             rows = list(csv.DictReader(f))
-        return int(rows[-1]["global_step"]) if rows else 0
+        return rows[-1] if rows else {"global_step": "0", "skipped_updates": "0"}
+
+    def global_step(self):
+        return int(self.last_row()["global_step"])
 
     def finish(self, seconds=120):
         while self.process.poll() is None:
@@ -88,7 +91,8 @@ def test_a_run_survives_a_killed_worker_and_nan_rewards_then_sigterm_stops_every
     assert time.time() - killed < 5
     run.wait_for(lambda: len(run.children()) == 3, 30, "restarted worker")
     step = run.global_step()
-    run.wait_for(lambda: run.global_step() > step + 500, 60, "progress after the restart")
+    run.wait_for(lambda: run.global_step() > step + 500 and run.last_row()["skipped_updates"] != "0", 60,
+                 "progress and skipped updates after the restart")
     run.process.send_signal(signal.SIGTERM)
     sent = time.time()
     assert run.finish() == 143, run.err()
@@ -97,8 +101,7 @@ def test_a_run_survives_a_killed_worker_and_nan_rewards_then_sigterm_stops_every
     checkpoint = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["global_step"] > step
     assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
-    rows = list(csv.DictReader(open(run.run_dir / "progress.csv")))
-    steps, skipped = int(rows[-1]["global_step"]), int(rows[-1]["skipped_updates"])
+    steps, skipped = int(run.last_row()["global_step"]), int(run.last_row()["skipped_updates"])
     assert 0 < skipped <= steps / 50 + 10  # one per NaN reward at most (the last 2 s are not reported yet)
     run.assert_no_process_left()
 

@@ -3,12 +3,14 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import a3c as a3c_module
 from conftest import ROOT
 
 RUN_FILES = {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"}
@@ -78,7 +80,7 @@ def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
     assert sorted(os.listdir(tmp_path / "videos")) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
 
 
-def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
+def test_resume_continues_the_global_step_and_the_progress_file(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     first = a3c("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "3000", "--eval-episodes", "2",
                 "--run-dir", str(run_dir))
@@ -100,9 +102,14 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
     for flags, message in ((["--env-id", "Acrobot-v1"], "is for CartPole-v1, not Acrobot-v1"),
                            (["--hidden-sizes", "32"], "does not fit this network"), ([], "weights only")):
         path = run_dir / ("model.pt" if message == "weights only" else "checkpoint.pt")
-        mismatched = a3c("--resume", str(path), *flags)
-        assert mismatched.returncode == 2 and message in mismatched.stderr, mismatched.stderr
+        with pytest.raises(a3c_module.UsageError, match=message):  # in-process: exit 2 is checked below
+            main_with_flags(monkeypatch, "--resume", str(path), *flags)
     assert (run_dir / "config.json").read_text() == config  # a refused resume leaves the run as it was
+
+
+def main_with_flags(monkeypatch, *flags):
+    monkeypatch.setattr(sys, "argv", ["a3c.py", *flags])
+    return a3c_module.main()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -120,11 +127,21 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path):
     (["--resume", "CORRUPT"], "cannot read checkpoint"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
 ])
-def test_bad_input_exits_2_with_one_line(flags, message, tmp_path):
+def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
+    """In-process for speed (each subprocess imports torch); the next test checks what the user sees."""
     flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    result = a3c("--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)  # the last of a repeated flag wins
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(a3c_module.UsageError, match=re.escape(message)):  # the last of a repeated flag wins
+        main_with_flags(monkeypatch, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)
+    assert not (tmp_path / "runs").exists()  # refused before it made a run directory
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env-id", "CartPole-v7"], "error: unknown environment id 'CartPole-v7'"),
+    (["--num-workers", "0"], "error: --num-workers must be a positive integer, got 0"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(flags, message):
+    result = a3c("--env-id", "CartPole-v1", *flags)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert result.stderr.startswith("a3c.py: " + message) and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,5 +1,6 @@
 """Reliability of all four scripts, with real processes and real signals: worker faults and
-restarts, interruption, resume, numerical faults. Tiny budgets on CartPole."""
+restarts, interruption, resume, numerical faults. Tiny budgets on CartPole, one worker
+(with the evaluator, two children to start: each start imports torch, the bulk of a test's time)."""
 
 import csv
 import importlib
@@ -28,7 +29,7 @@ class Run:
         self.run_dir, self.stderr_path = run_dir, run_dir.parent / f"{run_dir.name}.stderr"
         self.stderr = open(self.stderr_path, "a")
         if "--resume" not in flags:  # a resumed run keeps the flags of the run it continues
-            flags = ("--env-id", env_id, "--num-workers", "2", "--total-timesteps", str(total_timesteps),
+            flags = ("--env-id", env_id, "--num-workers", "1", "--total-timesteps", str(total_timesteps),
                      "--log-interval", "0.3", "--eval-episodes", "2", "--run-dir", str(run_dir), *flags)
         self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags],
                                         stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=ROOT)
@@ -80,41 +81,31 @@ class Run:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_a_run_survives_a_killed_worker_and_nan_rewards_then_sigterm_stops_everything(tmp_path, script):
+def test_a_run_survives_a_killed_worker_and_nan_rewards_and_its_children_die_with_it(tmp_path, script):
     # Every 50th reward is NaN: the update of that segment is skipped and counted.
     run = Run(script, tmp_path / "run", env_id=FAULTY + "NanRewardCartPole-v1")
-    run.wait_for(lambda: len(run.children()) == 3 and run.global_step() > 0, 120, "stepping workers")
-    first_worker = run.children()[0]  # workers start before the evaluator
-    os.kill(int(first_worker), signal.SIGKILL)
+    run.wait_for(lambda: len(run.children()) == 2 and run.global_step() > 0, 120, "stepping workers")
+    worker = run.children()[0]  # the worker starts before the evaluator
+    os.kill(int(worker), signal.SIGKILL)
     killed = time.time()
     run.wait_for(lambda: "warning: worker 0 was killed by SIGKILL" in run.err(), 5, "warning about the dead worker")
     assert time.time() - killed < 5
-    run.wait_for(lambda: len(run.children()) == 3, 30, "restarted worker")
+    run.wait_for(lambda: len(run.children()) == 2, 30, "restarted worker")
     step = run.global_step()
     run.wait_for(lambda: run.global_step() > step + 500 and run.last_row()["skipped_updates"] != "0", 60,
                  "progress and skipped updates after the restart")
-    run.process.send_signal(signal.SIGTERM)
-    sent = time.time()
-    assert run.finish() == 143, run.err()
-    assert time.time() - sent < 10
-    assert "interrupted" in run.err() and "Traceback" not in run.err()
-    checkpoint = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
-    assert checkpoint["global_step"] > step
-    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
     steps, skipped = int(run.last_row()["global_step"]), int(run.last_row()["skipped_updates"])
-    assert 0 < skipped <= steps / 50 + 10  # one per NaN reward at most (the last 2 s are not reported yet)
-    run.assert_no_process_left()
+    assert 0 < skipped <= steps / 50 + 10  # one per NaN reward at most
+    run.process.kill()  # SIGKILL of the main process: no handler runs, the children must notice on their own
+    run.finish()
+    run.assert_no_process_left(seconds=30)
 
 
-@pytest.mark.parametrize("script, when", [(script, "stepping") for script in SCRIPTS] + [("a3c.py", "starting")])
-def test_a_killed_main_process_leaves_no_process_behind(tmp_path, script, when):
-    run = Run(script, tmp_path / "run")
-    if when == "starting":  # its children are still importing torch
-        run.wait_for(lambda: len(run.children()) == 3, 120, "children")
-    else:
-        run.wait_for(lambda: run.global_step() > 0, 120, "stepping workers")
-    run.process.kill()  # SIGKILL: no handler runs, the children must notice on their own
-    run.process.wait()
+def test_children_started_but_still_importing_die_with_a_killed_main_process(tmp_path):
+    run = Run("a3c.py", tmp_path / "run")
+    run.wait_for(lambda: len(run.children()) == 2, 120, "children")
+    run.process.kill()
+    run.finish()
     run.assert_no_process_left(seconds=30)
 
 
@@ -139,13 +130,17 @@ def same(a, b):
     return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script):
+# SIGINT for two scripts, SIGTERM for the other two: the handler is the same code in each.
+@pytest.mark.parametrize("script, signum", zip(SCRIPTS, [signal.SIGINT, signal.SIGTERM] * 2))
+def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script, signum):
     total = 8000
     run = Run(script, tmp_path / "run", total_timesteps=total)
     run.wait_for(lambda: run.global_step() > 1000, 120, "steps")
-    run.process.send_signal(signal.SIGINT)
-    assert run.finish() == 130, run.err()
+    run.process.send_signal(signum)
+    sent = time.time()
+    assert run.finish() == 128 + signum, run.err()  # 130 for SIGINT, 143 for SIGTERM
+    assert time.time() - sent < 10
+    assert "interrupted" in run.err() and "Traceback" not in run.err()
     run.assert_no_process_left()
     interrupted = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
     assert 0 < interrupted["global_step"] < total
@@ -162,10 +157,11 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_p
     # Resumed for real, it ends at the budget of the run it continues.
     resumed = Run(script, run.run_dir, "--resume", str(run.run_dir / "checkpoint.pt"))
     assert resumed.finish() == 0, resumed.err()
+    resumed.assert_no_process_left()
     final = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
     assert final["args"]["total_timesteps"] == total  # the checkpoint's budget, not this Run's default
     # Each worker stops at its first segment boundary past T_max, as an uninterrupted run does.
-    assert total <= final["global_step"] < total + 2 * 5
+    assert total <= final["global_step"] < total + 5
     assert json.load(open(run.run_dir / "eval.json"))["global_step"] == final["global_step"]
     rows_after = list(csv.DictReader(open(run.run_dir / "progress.csv")))
     assert rows_after[:len(rows)] == rows and int(rows_after[len(rows)]["global_step"]) >= interrupted["global_step"]

@@ -26,8 +26,8 @@ def train(run_dir, env_id, total_timesteps, *flags):
 
 
 def test_a3c_solves_cartpole_with_two_workers(tmp_path):
-    # The README's CartPole command with 100k steps instead of 60k (~12 s of training on 2 cores).
-    evaluation = train(tmp_path, "CartPole-v1", 100_000, "--learning-rate", "7e-3", "--entropy-coef", "0")
+    # The README's CartPole command with 70k steps instead of 60k (500 at 60k on seeds 1-4).
+    evaluation = train(tmp_path, "CartPole-v1", 70_000, "--learning-rate", "7e-3", "--entropy-coef", "0")
     assert evaluation["mean"] >= 475, evaluation
 
 

@@ -602,8 +602,8 @@ def train(args, ckpt):
                 if kind == "diverged":
                     failure, diverged = f"{names[rank]} stopped the run: {cause}", True
                 elif restarts == args.max_worker_restarts:
-                    failure = (f"{names[rank]} {cause}, after {restarts} restarts (--max-worker-restarts "
-                               f"{args.max_worker_restarts}){chr(10) + trace.rstrip() if trace else ''}")
+                    failure = f"{names[rank]} {cause}, after {restarts} restarts (--max-worker-restarts {restarts})"
+                    failure += "\n" + trace.rstrip() if trace else ""
                 else:
                     restarts += 1
                     tqdm.write(f"{SCRIPT}: warning: {names[rank]} {cause}; restarted it from the shared model "

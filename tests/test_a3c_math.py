@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from a3c import SharedRMSprop, apply_gradient, n_step_returns
+from a3c import SharedRMSprop, apply_gradient, n_step_returns, sample_action
 from common import flatten_parameters
 
 
@@ -76,3 +76,12 @@ def test_apply_gradient_skips_non_finite_gradient(bad):
     assert not apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0)
     torch.testing.assert_close(params, torch.ones(2))
     torch.testing.assert_close(optimizer.square_avg, torch.zeros(2))
+
+
+def test_sampled_actions_follow_the_softmax():
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.cat([sample_action(logits, False, generator=generator) for _ in range(20000)]),
+                            minlength=4)
+    np.testing.assert_allclose(counts.numpy() / 20000, logits.softmax(-1)[0].numpy(), atol=0.01)
+    assert sample_action(logits, False, greedy=True).item() == 0

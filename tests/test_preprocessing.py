@@ -149,3 +149,21 @@ def test_make_env_unknown_id_suggests_close_ids():
         make_env("CartPole-v7", training=True)
     with pytest.raises(UsageError, match="PongNoFrameskip-v4"):
         make_env("PongNoFrameskip-v3x", training=True)
+
+
+def test_resize_keeps_every_single_pixel_visible():
+    # A 1-pixel bullet anywhere on the screen must show in the observation. One bilinear
+    # resize from 210x160 skips every fifth row and loses such pixels entirely (max 0).
+    env, _ = scripted()
+    screen, out = np.zeros((210, 160), np.uint8), np.zeros((84, 84), np.uint8)
+    faintest = 255
+    for row in range(210):
+        for col in range(0, 160, 3):
+            screen[row, col] = 255
+            env.resize(screen, out)
+            faintest = min(faintest, int(out.max()))
+            screen[row, col] = 0
+    assert faintest >= 10  # INTER_AREA's own worst case is 14 (255 spread over 2.5 x 1.9 pixels)
+    screen[:] = 100
+    env.resize(screen, out)
+    assert np.all(out == 100)  # a flat screen stays flat: an average, not a sum

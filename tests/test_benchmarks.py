@@ -1,0 +1,46 @@
+"""The numbers behind the benchmark scripts: curve aggregation and human-normalised scores."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from human_normalized import game_of, human_normalized  # noqa: E402
+from learning import first_reaching, read_curve  # noqa: E402
+from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
+
+
+def test_human_normalized_scores():
+    assert human_normalized("PongNoFrameskip-v4", 14.6) == pytest.approx(1.0)
+    assert human_normalized("ALE/Pong-v5", -20.7) == pytest.approx(0.0)
+    assert human_normalized("PongNoFrameskip-v4", 21.0) == pytest.approx((21.0 + 20.7) / (14.6 + 20.7))
+    assert human_normalized("BreakoutNoFrameskip-v4", 30.5 * 2 - 1.7) == pytest.approx(2.0)
+    assert game_of("SpaceInvadersNoFrameskip-v4") == "SpaceInvaders" and game_of("Qbert-v4") == "Qbert"
+    with pytest.raises(ValueError, match="no reference scores for CartPole"):
+        human_normalized("CartPole-v1", 500.0)
+    with pytest.raises(ValueError, match="not an Atari id"):
+        game_of("tests.custom_envs:CueMemory-v0")
+
+
+def test_mean_and_spread_interpolates_seeds_onto_a_common_grid():
+    curves = [(np.array([0.0, 10.0]), np.array([0.0, 10.0])),  # y = x
+              (np.array([0.0, 5.0, 20.0]), np.array([2.0, 2.0, 2.0]))]  # y = 2, a longer run
+    grid, mean, low, high = mean_and_spread(curves, 11)
+    np.testing.assert_allclose(grid, np.arange(11.0))  # up to the shorter run only
+    np.testing.assert_allclose(mean, (np.arange(11.0) + 2) / 2)
+    np.testing.assert_allclose(low, np.minimum(np.arange(11.0), 2))
+    np.testing.assert_allclose(high, np.maximum(np.arange(11.0), 2))
+
+
+def test_smoothing_and_first_row_reaching_a_score(tmp_path):
+    np.testing.assert_allclose(smoothed(np.array([1.0, 2.0, 3.0, 4.0]), 2), [1.0, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(smoothed(np.array([1.0, 2.0, 3.0]), 1), [1.0, 2.0, 3.0])
+    (tmp_path / "progress.csv").write_text(
+        "global_step,seconds,episodic_return,eval_return_mean\n0,1.0,,\n100,2.0,50,\n200,3.0,480,\n300,4.0,400,490\n")
+    steps, seconds, values = read_curve(tmp_path / "progress.csv")  # rows with no return are skipped
+    np.testing.assert_allclose(steps, [100, 200, 300])
+    assert first_reaching(steps, seconds, values, 475) == (200.0, 3.0)
+    assert first_reaching(steps, seconds, values, 500) == (None, None)
+    assert read_curve(tmp_path / "progress.csv", "eval_return_mean")[2].tolist() == [490.0]

@@ -44,9 +44,17 @@ class Args:
 
 
 def read_curve(progress_csv, column="episodic_return"):
-    """(global_step, seconds, value) arrays of the rows where `column` has a value."""
+    """(global_step, seconds, value) arrays of the rows where `column` has a value.
+
+    A resumed run appends to progress.csv from its last checkpoint, so the steps after that
+    checkpoint appear twice: the rows the interrupted run wrote past it are dropped."""
+    rows = []
     with open(progress_csv) as f:
-        rows = [row for row in csv.DictReader(f) if row.get(column)]
+        for row in csv.DictReader(f):
+            while rows and int(rows[-1]["global_step"]) >= int(row["global_step"]) > 0:
+                rows.pop()
+            rows.append(row)
+    rows = [row for row in rows if row.get(column)]
     return tuple(np.array([float(row[key]) for row in rows]) for key in ("global_step", "seconds", column))
 
 
@@ -65,7 +73,9 @@ def run_seed(args, seed):
                "--run-dir", run_dir, *shlex.split(args.script_flags)]
     print(" ".join(command), flush=True)
     start = time.time()
-    subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+    process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if process.returncode != 0:  # the progress bar is on stderr too: show only its end
+        sys.exit(f"exit status {process.returncode}:\n{process.stderr[-3000:]}")
     wall = time.time() - start
     with open(os.path.join(run_dir, "eval.json")) as f:
         final = json.load(f)

@@ -5,7 +5,7 @@
         --runs "a3c.py=results/cartpole/a3c/seed*" "SB3 A2C=results/cartpole/sb3/seed*"
 
 Each --runs entry is LABEL=GLOB, the glob matching one run directory per seed. The PNG has
-two panels, x = agent steps and x = wall seconds; each label draws the mean over its seeds
+a panel per --x (default two: x = agent steps, x = wall seconds); each label draws the mean over its seeds
 and a band from the lowest to the highest seed. Curves are compared only where every seed
 has data (up to the shortest run).
 """
@@ -34,6 +34,8 @@ class Args:
     """moving average over this many rows (1: none)"""
     points: int = 200
     """x positions the seeds are interpolated onto"""
+    x: tuple[str, ...] = ("steps", "seconds")
+    """one panel per entry: steps, seconds (wall time is only comparable between runs alone on a machine)"""
 
 
 def smoothed(values, window):
@@ -58,15 +60,16 @@ def draw(args, methods):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for label, runs in methods.items():
-        for axis, x_index in zip(axes, (0, 1)):
+    figure, axes = plt.subplots(1, len(args.x), figsize=(5.5 * len(args.x), 4), sharey=True, squeeze=False)
+    axes = axes[0]
+    for axis, x in zip(axes, args.x):
+        x_index = {"steps": 0, "seconds": 1}[x]
+        for label, runs in methods.items():
             curves = [(run[x_index], smoothed(run[2], args.smooth)) for run in runs]
             grid, mean, low, high = mean_and_spread(curves, args.points)
             (line,) = axis.plot(grid, mean, label=f"{label} ({len(runs)} seeds)")
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
-    axes[0].set_xlabel("agent steps (all workers)")
-    axes[1].set_xlabel("wall time (s)")
+        axis.set_xlabel({"steps": "agent steps (all workers)", "seconds": "wall time (s)"}[x])
     axes[0].set_ylabel({"episodic_return": "training episode return", "eval_return_mean": "evaluation return"}
                        .get(args.column, args.column))
     for axis in axes:

@@ -9,9 +9,9 @@ Three rates per worker count N:
   (after a 10 s warm-up, so start-up is not counted);
 - env only: N processes stepping the scripts' preprocessed training env with random
   actions (the ceiling if the network cost nothing);
-- raw emulator (Atari only): N processes doing the same 4 emulator frames per agent step
-  with no screen read, resize or stacking, so env only / raw emulator is the cost of the
-  preprocessing.
+- raw emulator (Atari only): the same processes, in alternate chunks of 100 steps, doing the
+  4 emulator frames per agent step with no screen read, resize or stacking, so raw
+  emulator / env only - 1 is the time the preprocessing adds to the emulator's.
 Every script and worker count is measured in turn, `--repeats` times (a, b, a, b, ...), so
 that drift in the machine's speed hits all alike; the table gives medians. The default
 worker counts are 1, 2, 4, ... up to the number of cores (16 on a 16-core machine).
@@ -60,49 +60,58 @@ class Args:
     """training time per measurement (the first 10 s are warm-up and not counted)"""
     repeats: int = 3
     """measurements per script and worker count"""
-    env_seconds: float = 5.0
-    """time per environment-only (and raw emulator) measurement"""
+    env_seconds: float = 20.0
+    """time per environment-only measurement (half of it on the bare emulator, on Atari)"""
     script_flags: str = ""
     """extra flags for every script, as one string (`--script-flags=--lstm`)"""
     output: str = "throughput.json"
     """where the JSON goes"""
 
 
-def random_steps(env_id, raw, seconds, seed, result):
-    """Step one env with random actions for `seconds`; put the agent-step count on `result`.
-    raw: drive the emulator alone, 4 frames per step, as the preprocessing does."""
+def random_steps(env_id, seconds, seed, result):
+    """Step one preprocessed training env with random actions for `seconds`. On Atari, alternate
+    chunks of 100 steps with chunks of the bare emulator (the same 4 frames per step, no screen
+    read, resize or stacking), so that both rates see the same drift in the machine's speed.
+    Put (preprocessed steps, their seconds, emulator-only steps, their seconds) on `result`."""
     from common import make_env
 
     env = make_env(env_id, training=True)
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    steps, end = 0, time.time() + seconds
+    atari = hasattr(env, "ale")
+    counts, times, end = [0, 0], [0.0, 0.0], time.time() + seconds
     while time.time() < end:
-        for _ in range(100):
-            action = env.action_space.sample()
-            if raw:
-                for _ in range(4):
-                    env.ale.act(env.action_set[action])
-                done = env.ale.game_over()
-            else:
-                _, _, terminated, truncated, _ = env.step(action)
-                done = terminated or truncated
-            if done:
-                env.reset()
-        steps += 100
-    result.put(steps)
+        for raw in (False, True) if atari else (False,):
+            start = time.perf_counter()
+            for _ in range(100):
+                action = env.action_space.sample()
+                if raw:
+                    for _ in range(4):
+                        env.ale.act(env.action_set[action])
+                    done = env.ale.game_over()
+                else:
+                    _, _, terminated, truncated, _ = env.step(action)
+                    done = terminated or truncated
+                if done:
+                    env.reset()
+            counts[raw] += 100
+            times[raw] += time.perf_counter() - start
+    result.put((counts[0], times[0], counts[1], times[1]))
 
 
-def env_only_rate(env_id, num_processes, seconds, raw=False):
+def env_only_rates(env_id, num_processes, seconds):
+    """Agent steps/s of N processes stepping their own env: preprocessed, and bare emulator (or None)."""
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
-    processes = [ctx.Process(target=random_steps, args=(env_id, raw, seconds, i, result)) for i in range(num_processes)]
+    processes = [ctx.Process(target=random_steps, args=(env_id, seconds, i, result)) for i in range(num_processes)]
     for p in processes:
         p.start()
-    total = sum(result.get() for _ in processes)
+    runs = [result.get() for _ in processes]
     for p in processes:
         p.join()
-    return total / seconds
+    preprocessed = sum(steps / seconds for steps, seconds, _, _ in runs)
+    raw = sum(steps / seconds for _, _, steps, seconds in runs) if runs[0][2] else None
+    return preprocessed, raw
 
 
 def script_rate(args, script, num_workers):
@@ -127,17 +136,11 @@ def script_rate(args, script, num_workers):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    atari = "NoFrameskip" in args.env_id or args.env_id.startswith("ALE/")
     print(f"{args.env_id}, {os.cpu_count()} CPU cores, medians of {args.repeats} runs of {args.seconds:.0f} s "
           f"{args.script_flags}", flush=True)
-    env_runs, raw_runs = {n: [] for n in args.workers}, {n: [] for n in args.workers}
-    for _ in range(args.repeats):  # interleaved too: the ratio of the two is the preprocessing's cost
-        for n in args.workers:
-            env_runs[n].append(env_only_rate(args.env_id, n, args.env_seconds))
-            if atari:
-                raw_runs[n].append(env_only_rate(args.env_id, n, args.env_seconds, raw=True))
-    env_rates = {n: float(np.median(env_runs[n])) for n in args.workers}
-    raw_rates = {n: float(np.median(raw_runs[n])) if atari else None for n in args.workers}
+    env_rates, raw_rates = {}, {}
+    for n in args.workers:
+        env_rates[n], raw_rates[n] = env_only_rates(args.env_id, n, args.env_seconds)
     rates = {(s, n): [] for s in args.scripts for n in args.workers}
     for _ in range(args.repeats):
         for n in args.workers:

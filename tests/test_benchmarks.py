@@ -44,3 +44,8 @@ def test_smoothing_and_first_row_reaching_a_score(tmp_path):
     assert first_reaching(steps, seconds, values, 475) == (200.0, 3.0)
     assert first_reaching(steps, seconds, values, 500) == (None, None)
     assert read_curve(tmp_path / "progress.csv", "eval_return_mean")[2].tolist() == [490.0]
+    # resumed from a checkpoint at step 150: the interrupted run's rows past it give way
+    with open(tmp_path / "progress.csv", "a") as f:
+        f.write("150,2.5,300,\n250,3.5,450,\n")
+    steps, seconds, values = read_curve(tmp_path / "progress.csv")
+    assert steps.tolist() == [100, 150, 250] and values.tolist() == [50, 300, 450]

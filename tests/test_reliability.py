@@ -132,7 +132,7 @@ def same(a, b):
 
 
 # SIGINT for two scripts, SIGTERM for the other two: the handler is the same code in each.
-@pytest.mark.parametrize("script, signum", zip(SCRIPTS, [signal.SIGINT, signal.SIGTERM] * 2))
+@pytest.mark.parametrize("script, signum", list(zip(SCRIPTS, [signal.SIGINT, signal.SIGTERM] * 2)))
 def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script, signum):
     total = 4000
     run = Run(script, tmp_path / "run", total_timesteps=total)

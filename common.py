@@ -35,10 +35,10 @@ class AtariPreprocessing(gym.Wrapper):
     """The 2015 DQN preprocessing, driving the emulator directly.
 
     Action repeat 4 with a max over the last two frames, the emulator's own luminance
-    screen reduced to 84x84 (see resize()), the last 4 frames stacked (oldest first), up to
-    30 random no-ops at reset and FIRE at reset where the game needs it. For training, a lost life
-    can end the episode and rewards can be clipped to [-1, 1]; the real return of the
-    whole game is always reported in info["episode"] when the game ends.
+    screen reduced to 84x84 (see resize()), the last 4 frames stacked (oldest first), up
+    to 30 random no-ops at reset and FIRE at reset where the game needs it. For training,
+    a lost life can end the episode and rewards can be clipped to [-1, 1]; the real return
+    of the whole game is always reported in info["episode"] when the game ends.
 
     The skipped frames call ale.act() rather than env.step(): env.step() would copy a
     screen and build an info dict on each of the 4 frames, which costs more than the

@@ -1,7 +1,7 @@
 """Run one script over several seeds and collect its learning curves.
 
     python benchmarks/learning.py --script a3c.py --env-id CartPole-v1 --seeds 1 2 3 \
-        --out-dir results/cartpole/a3c --reference-score 475 \
+        --out-dir benchmarks/results/cartpole/a3c --reference-score 475 \
         --script-flags="--num-workers 2 --total-timesteps 60000 --learning-rate 7e-3 --entropy-coef 0"
 
 Each seed runs one after the other (each uses the cores it is given) in <out-dir>/seed<S>,

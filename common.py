@@ -53,7 +53,8 @@ class AtariPreprocessing(gym.Wrapper):
         self.life_loss_terminal, self.clip_rewards = life_loss_terminal, clip_rewards
         self.fire_at_reset = env.unwrapped.get_action_meanings()[1:2] == ["FIRE"]
         height, width = self.ale.getScreenDims()
-        self.screens = np.zeros((2, height, width), np.uint8)  # the last two raw frames
+        self.screens = np.zeros((3, height, width), np.uint8)  # the last two raw frames, their max
+        self.newest = 0  # which of screens[0] and screens[1] holds the last frame
         self.half = np.zeros((height // 2, width // 2), np.uint8)  # scratch for resize()
         self.frames = np.zeros((4, 84, 84), np.uint8)  # the stack the agent sees
         self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
@@ -66,14 +67,14 @@ class AtariPreprocessing(gym.Wrapper):
             reward += self.ale.act(self.action_set[action])
             game_over = self.ale.game_over(with_truncation=False)
             if i >= self.frame_skip - 2 or game_over:
-                self.screens[0] = self.screens[1]  # rarely runs more than twice a step
-                self.ale.getScreenGrayscale(self.screens[1])
+                self.newest ^= 1  # the two take turns: the older one is overwritten, nothing copied
+                self.ale.getScreenGrayscale(self.screens[self.newest])
             if game_over:
                 break
         # Max over the last two frames: some games draw sprites only on odd frames.
-        np.maximum(self.screens[0], self.screens[1], out=self.screens[0])
+        np.maximum(self.screens[0], self.screens[1], out=self.screens[2])
         self.frames[:-1] = self.frames[1:]
-        self.resize(self.screens[0], self.frames[-1])
+        self.resize(self.screens[2], self.frames[-1])
         return reward, game_over, self.ale.game_truncated()
 
     def resize(self, screen, out):

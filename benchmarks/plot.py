@@ -2,11 +2,11 @@
 
     pip install -r benchmarks/requirements.txt
     python benchmarks/plot.py --title "CartPole-v1, 2 workers on 2 cores" --output cartpole.png \
-        --runs "a3c.py=results/cartpole/a3c/seed*" "SB3 A2C=results/cartpole/sb3/seed*"
+        --runs "a3c.py=benchmarks/results/cartpole/a3c/seed*" "SB3 A2C=benchmarks/results/cartpole/sb3/seed*"
 
 Each --runs entry is LABEL=GLOB, the glob matching one run directory per seed. The PNG has
-a panel per --x (default two: x = agent steps, x = wall seconds); each label draws the mean over its seeds
-and a band from the lowest to the highest seed. Curves are compared only where every seed
+a panel per --x (default two: x = agent steps, x = wall seconds); each label draws the
+mean over its seeds and a band from the lowest to the highest seed. Curves are compared only where every seed
 has data (up to the shortest run).
 """
 

@@ -28,6 +28,26 @@ class CueMemory(gym.Env):
         return np.zeros(2, np.float32), 1.0 if action == self.cue else -1.0, True, False, {}
 
 
+class FollowTarget(gym.Env):
+    """A continuous-action bandit: observe a target x ~ U(-1, 1), act a in [-2, 2], receive
+    -(a - x)^2, and the episode ends. The Gaussian policy's mean must learn a = x: a mean of 0
+    (the untrained policy) scores -1/3 on average, the perfect mean 0."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-1.0, 1.0, (1,)).astype(np.float32)
+        return self.target.copy(), {}
+
+    def step(self, action):
+        return self.target.copy(), -float(np.sum((np.asarray(action) - self.target) ** 2)), True, False, {}
+
+
 class MultiDiscreteActions(gym.ActionWrapper):
     """CartPole behind a MultiDiscrete action space, which no script supports."""
 
@@ -65,5 +85,6 @@ gym.register("CrashingCartPole-v1", entry_point=faulty_cartpole, kwargs={"crash_
 gym.register("NanRewardCartPole-v1", entry_point=faulty_cartpole, kwargs={"nan_every": 50})
 gym.register("DivergingCartPole-v1", entry_point=faulty_cartpole, kwargs={"nan_after": 300})
 gym.register("CueMemory-v0", entry_point=CueMemory)
+gym.register("FollowTarget-v0", entry_point=FollowTarget)
 gym.register("CartPoleMultiDiscrete-v1",
              entry_point=lambda **kwargs: MultiDiscreteActions(gym.make("CartPole-v1", **kwargs)))

@@ -8,7 +8,6 @@ mean training return reaches the reference score. Reports medians over seeds and
 speed-up of each worker count over the first, as a table and as JSON.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -18,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from learning import first_reaching, read_curve  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--epsilon-anneal-steps", "20000"]
@@ -55,14 +57,16 @@ def time_to_reference(script, workers, seed, reference_score):
                    str(workers), "--seed", str(seed), "--eval-interval", "1000000000", "--log-interval", "0.25",
                    "--run-dir", run_dir, *COMMANDS[script]]
         subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        with open(os.path.join(run_dir, "progress.csv")) as f:
-            started = 0.0
-            for row in csv.DictReader(f):
-                if int(row["global_step"]) == 0:
-                    started = float(row["seconds"])
-                elif row["episodic_return"] and float(row["episodic_return"]) >= reference_score:
-                    return float(row["seconds"]) - started, int(row["global_step"])
-    return None, None
+        return reached(os.path.join(run_dir, "progress.csv"), reference_score)
+
+
+def reached(progress_csv, reference_score):
+    """(seconds, global_step) at which a run's progress.csv first reaches the reference, the seconds
+    counted from its last row at global step 0 (or from the start if it has none)."""
+    steps, seconds, _ = read_curve(progress_csv, "global_step")  # every row
+    started = float(seconds[steps == 0].max()) if (steps == 0).any() else 0.0
+    at_step, at_seconds = first_reaching(*read_curve(progress_csv), reference_score)
+    return (None, None) if at_step is None else (at_seconds - started, int(at_step))
 
 
 def median(values):

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
+from speedup import reached  # noqa: E402
 
 
 def test_human_normalized_scores():
@@ -49,3 +50,12 @@ def test_smoothing_and_first_row_reaching_a_score(tmp_path):
         f.write("150,2.5,300,\n250,3.5,450,\n")
     steps, seconds, values = read_curve(tmp_path / "progress.csv")
     assert steps.tolist() == [100, 150, 250] and values.tolist() == [50, 300, 450]
+
+
+def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):
+    # the main process writes rows at step 0 while the workers start (2.5 s here): not counted
+    (tmp_path / "progress.csv").write_text(
+        "global_step,seconds,episodic_return\n0,1.0,\n0,2.5,\n120,3.0,30\n900,4.0,200\n1500,5.0,480\n")
+    assert reached(tmp_path / "progress.csv", 195) == (1.5, 900)
+    assert reached(tmp_path / "progress.csv", 475) == (2.5, 1500)
+    assert reached(tmp_path / "progress.csv", 500) == (None, None)

@@ -1,5 +1,12 @@
+import csv
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def evaluation_means(run_dir):
+    """The eval_return_mean of every evaluation a run logged in its progress.csv, final one included."""
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        return [float(row["eval_return_mean"]) for row in csv.DictReader(f) if row["eval_return_mean"]]

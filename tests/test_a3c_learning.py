@@ -3,13 +3,12 @@
 Hogwild makes runs differ even with one seed, so each budget leaves room for a slow run
 (README: the same command over several seeds)."""
 
-import csv
 import json
 import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, evaluation_means
 
 
 def train(run_dir, env_id, total_timesteps, *flags):
@@ -33,8 +32,7 @@ def test_a3c_solves_cartpole_with_two_workers(tmp_path):
     evaluation = train(tmp_path, "CartPole-v1", 70_000, "--learning-rate", "7e-3", "--entropy-coef", "0",
                        "--eval-interval", "10000")
     assert evaluation["mean"] >= 100, evaluation
-    with open(tmp_path / "progress.csv") as f:
-        evaluations = [float(row["eval_return_mean"]) for row in csv.DictReader(f) if row["eval_return_mean"]]
+    evaluations = evaluation_means(tmp_path)
     assert max(evaluations) >= 475, evaluations
 
 

@@ -1,6 +1,5 @@
 """The value-based scripts learn CartPole-v1 with 2 workers and a fixed seed; scores read from eval.json."""
 
-import csv
 import json
 import os
 import subprocess
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, evaluation_means
 
 # The README's CartPole commands. Hogwild runs differ even with one seed; the budgets leave room.
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--epsilon-anneal-steps", "20000", "--seed", "1",
@@ -34,6 +33,5 @@ def test_value_based_script_learns_cartpole(tmp_path, script, flags, best, final
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert evaluation["global_step"] >= int(flags[-1]) and len(evaluation["returns"]) == 10
     assert evaluation["mean"] >= final, evaluation
-    with open(tmp_path / "progress.csv") as f:
-        evaluations = [float(row["eval_return_mean"]) for row in csv.DictReader(f) if row["eval_return_mean"]]
+    evaluations = evaluation_means(tmp_path)
     assert max(evaluations) >= best, evaluations

@@ -40,7 +40,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import ObservationNorm, UsageError, flatten_parameters, layer_init, make_env, make_trunk
+from common import (ObservationNorm, UsageError, center_biases, flatten_parameters, frames_per_step, layer_init,
+                    make_env, make_trunk, random_play_frames)
 
 SCRIPT = "a3c.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -57,7 +58,7 @@ class Args:
     total_timesteps: int = 10_000_000
     """T_max: env.step calls summed over all workers (one Atari step = 4 frames)"""
     seed: int = 1
-    """worker i is seeded with seed + i; evaluation with seed + 10000"""
+    """fixes the initial weights; each worker's and the evaluation's seeds are derived from it (derive_seed)"""
     learning_rate: float = 7e-4
     """initial RMSProp rate, annealed linearly to 0 at T_max (the value the authors told others)"""
     gamma: float = 0.99
@@ -74,6 +75,9 @@ class Args:
     """RMSProp epsilon, inside the square root"""
     max_grad_norm: float = 40.0
     """clip each worker's gradient to this global norm"""
+    center_init: bool = False
+    """start each hidden unit's bias at minus its median pre-activation on 600 frames of random play, so
+    that no unit starts dead (images only; not in the paper)"""
     network: str = "small"
     """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -245,7 +249,7 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
 
 def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts, messages, stop):
     """One actor-learner (Algorithm S3). Sends episodes, losses and its last error on `messages`,
-    its own pipe to the main process. `seed` is seed + rank; a restarted worker gets a new one."""
+    its own pipe to the main process. `seed` is derive_seed(args.seed, rank, restarts)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
     torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
     try:
@@ -332,14 +336,16 @@ def evaluate(model, env, num_episodes, greedy, seed):
     returns = []
     for episode in range(num_episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
-        episode_return, done, state = 0.0, False, None  # the LSTM state runs through the whole game
+        episode_return, done, state = 0.0, False, None
         while not done:
             with torch.inference_mode():
                 policy, _, state = model(torch.from_numpy(obs).unsqueeze(0), state)
             action = sample_action(policy, model.continuous, greedy, generator)[0]
-            obs, reward, terminated, truncated, _ = env.step(env_action(action, env.action_space))
+            obs, reward, terminated, truncated, info = env.step(env_action(action, env.action_space))
             episode_return += reward
             done = terminated or truncated
+            if info.get("life_lost"):  # as in training, where a lost life ends the episode: a zero LSTM state
+                state = None
         returns.append(episode_return)
     return returns
 
@@ -361,7 +367,7 @@ def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
             params.copy_(shared_params)
             if args.normalize_obs:
                 model.obs_norm.moments.copy_(obs_moments)
-            returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
+            returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, derive_seed(args.seed))
             messages.send(("eval", step, returns))
             next_eval = (step // args.eval_interval + 1) * args.eval_interval
     except Exception:
@@ -371,6 +377,13 @@ def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
 # ---------------------------------------------------------------------------------------
 # The main process: arguments, run directory, supervision, checkpoints
 # ---------------------------------------------------------------------------------------
+
+
+def derive_seed(seed, *key):
+    """The seed of one part of a run: key (rank, restarts) for a worker, () for the evaluation.
+    SeedSequence hashes them, so runs with neighbouring seeds share no stream: with seed + rank,
+    run 1's worker 1 would be run 2's worker 0 (its final epsilon included)."""
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
 
 
 def receive(pipes, timeout):
@@ -458,6 +471,8 @@ def build_model(args, ckpt=None):
     if args.normalize_obs and len(env.observation_space.shape) != 1:
         raise UsageError(f"--normalize-obs is for vector observations; {args.env_id} has images")
     model = ActorCritic(env.observation_space, env.action_space, args)
+    if args.center_init and ckpt is None and len(env.observation_space.shape) == 3:
+        center_biases(model.body.trunk, random_play_frames(env, 600, args.seed))
     env.close()
     try:
         if ckpt is not None:
@@ -471,7 +486,7 @@ def build_model(args, ckpt=None):
 def final_evaluation(args, model, run_dir, global_step):
     video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
     env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps, video_dir=video_dir)
-    returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, args.seed + 10_000)
+    returns = evaluate(model, env, args.eval_episodes, args.eval_greedy, derive_seed(args.seed))
     env.close()
     result = {"env_id": args.env_id, "global_step": global_step, "returns": returns,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)), "greedy": args.eval_greedy}
@@ -497,19 +512,24 @@ class Progress:
     """progress.csv, TensorBoard and the progress bar: one row of COLUMNS per log interval."""
 
     COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names, CONTRACT.md)
-        "global_step": None, "seconds": None, "sps": "charts/SPS", "episodic_return": "charts/episodic_return",
-        "eval_return_mean": "eval/return_mean", "eval_return_std": "eval/return_std",
-        "learning_rate": "charts/learning_rate", "episodic_length": "charts/episodic_length",
+        "global_step": None, "frames": "charts/frames", "seconds": None, "sps": "charts/SPS",
+        "episodic_return": "charts/episodic_return", "eval_return_mean": "eval/return_mean",
+        "eval_return_std": "eval/return_std", "learning_rate": "charts/learning_rate",
+        "episodic_length": "charts/episodic_length",
         "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
         "skipped_updates": "losses/skipped_updates"}
 
-    def __init__(self, run_dir, total_timesteps, global_step):
+    def __init__(self, run_dir, total_timesteps, global_step, frames_per_step):
         path = os.path.join(run_dir, "progress.csv")
-        is_new = not os.path.exists(path)
-        self.file = open(path, "a", newline="")  # a resumed run appends
-        self.csv = csv.DictWriter(self.file, list(self.COLUMNS))
-        if is_new:
+        columns = list(self.COLUMNS)
+        if os.path.exists(path):  # a resumed run appends under the header its file has
+            with open(path) as f:
+                columns = next(csv.reader(f), None) or columns
+        self.file = open(path, "a", newline="")
+        self.csv = csv.DictWriter(self.file, columns, extrasaction="ignore")
+        if self.file.tell() == 0:
             self.csv.writeheader()
+        self.frames_per_step = frames_per_step  # frames = agent steps x the Atari frame skip
         self.writer = SummaryWriter(run_dir)
         self.bar = tqdm(total=total_timesteps, initial=min(global_step, total_timesteps), unit="step", smoothing=0.1)
 
@@ -518,6 +538,7 @@ class Progress:
 
     def row(self, **values):
         """Write one row; a value that is None (not known yet) is an empty cell."""
+        values["frames"] = values["global_step"] * self.frames_per_step
         values = {key: value for key, value in values.items() if value is not None}
         self.csv.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in values.items()})
         self.file.flush()
@@ -535,6 +556,7 @@ class Progress:
 
 
 def train(args, ckpt):
+    torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
     shared_model = build_model(args, ckpt)  # first: bad input must not touch the run directory
     if args.entropy_coef is None:
         args = dataclasses.replace(args, entropy_coef=1e-4 if shared_model.continuous else 0.01)
@@ -565,7 +587,7 @@ def train(args, ckpt):
         a process killed while writing can corrupt only its own pipe, and hold no shared lock."""
         receiver, sender = ctx.Pipe(duplex=False)
         if rank < args.num_workers:
-            seed = args.seed + rank + restarts * args.num_workers  # a restart does not replay its predecessor
+            seed = derive_seed(args.seed, rank, restarts)  # a restart does not replay its predecessor
             process = ctx.Process(target=worker, daemon=True, args=(rank, seed, args, shared_params, obs_moments,
                                                                     optimizer, step_counts, sender, stop))
         else:
@@ -580,7 +602,7 @@ def train(args, ckpt):
     received = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: received.append(signum))
-    progress = Progress(run_dir, args.total_timesteps, global_step())
+    progress = Progress(run_dir, args.total_timesteps, global_step(), frames_per_step(args.env_id))
     start = last_log = last_checkpoint = time.time()
     started = [start_process(rank) for rank in range(args.num_workers + 1)]
     processes, pipes = [process for process, _ in started], [pipe for _, pipe in started]

@@ -20,6 +20,8 @@ import torch.nn as nn
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: an error stays one line
 cv2.setNumThreads(1)  # one thread per worker process, as for torch
+ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+FRAME_SKIP = 4  # the Atari action repeat: one agent step is 4 emulator frames
 
 
 class UsageError(Exception):
@@ -35,17 +37,18 @@ class AtariPreprocessing(gym.Wrapper):
     """The 2015 DQN preprocessing, driving the emulator directly.
 
     Action repeat 4 with a max over the last two frames, the emulator's own luminance
-    screen reduced to 84x84 (see resize()), the last 4 frames stacked (oldest first), up
-    to 30 random no-ops at reset and FIRE at reset where the game needs it. For training,
-    a lost life can end the episode and rewards can be clipped to [-1, 1]; the real return
-    of the whole game is always reported in info["episode"] when the game ends.
+    screen reduced to 84x84 (see resize()), the last 4 frames stacked (oldest first), 1 to
+    30 random no-op frames when a game starts, and FIRE when a game starts or a life is
+    lost where the game needs it, in training and evaluation alike. For training, a lost
+    life also ends the episode and rewards are clipped to [-1, 1]; the real return of the
+    whole game is always reported in info["episode"] when the game ends.
 
     The skipped frames call ale.act() rather than env.step(): env.step() would copy a
     screen and build an info dict on each of the 4 frames, which costs more than the
     emulation itself.
     """
 
-    def __init__(self, env, noop_max=30, frame_skip=4, life_loss_terminal=False, clip_rewards=False):
+    def __init__(self, env, noop_max=30, frame_skip=FRAME_SKIP, life_loss_terminal=False, clip_rewards=False):
         super().__init__(env)
         self.ale = env.unwrapped.ale
         self.action_set = env.unwrapped._action_set
@@ -60,13 +63,15 @@ class AtariPreprocessing(gym.Wrapper):
         self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
         self.lives, self.game_return, self.game_length = 0, 0.0, 0
 
-    def _act(self, action):
-        """One agent step: action repeat, max over the last two frames, episode flags."""
+    def _act(self, action, frames=None):
+        """Repeat `action` for `frames` emulator frames (the frame skip unless given), then push the
+        max of the last two frames onto the stack. Returns the reward and the episode flags."""
+        frames = frames or self.frame_skip
         reward = 0.0
-        for i in range(self.frame_skip):
+        for i in range(frames):
             reward += self.ale.act(self.action_set[action])
             game_over = self.ale.game_over(with_truncation=False)
-            if i >= self.frame_skip - 2 or game_over:
+            if i >= frames - 2 or game_over:
                 self.newest ^= 1  # the two take turns: the older one is overwritten, nothing copied
                 self.ale.getScreenGrayscale(self.screens[self.newest])
             if game_over:
@@ -89,32 +94,63 @@ class AtariPreprocessing(gym.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         info = {}
-        # After a lost life (training only) the game goes on from where it is; otherwise a new
-        # game starts with random no-ops. Rewards of these steps still count in the game's return.
+        # After a lost life (training only) the game goes on: step() has already pressed FIRE.
         if not (self.life_loss_terminal and self.lives > 0 and not self.ale.game_over()):
             _, info = self.env.reset(seed=seed, options=options)
-            self.game_return, self.game_length = 0.0, 0
-            for _ in range(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)):
-                self.game_return += self._act(0)[0]
-        if self.fire_at_reset:
-            self.game_return += self._act(1)[0]
-        self.frames[:-1] = self.frames[-1]  # start the stack with copies of the first frame
+            self.screens[:2] = 0  # no screen of the last game may enter the first max
+            # The DQN protocol: 1 to noop_max no-op FRAMES (not agent steps) before the agent acts.
+            # Rewards of these frames, and of the FIRE below, still count in the game's return.
+            noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1))
+            self.game_return, self.game_length = self._act(0, noops)[0], 0
+            self.game_return += self.start_life()
         self.lives = self.ale.lives()
         return self.frames.copy(), info
 
+    def start_life(self):
+        """What every new game and every lost life get, in training and evaluation alike: FIRE where
+        the game waits for it (Breakout), then a stack of copies of the current frame. Returns FIRE's reward."""
+        reward = self._act(1)[0] if self.fire_at_reset else 0.0
+        self.frames[:-1] = self.frames[-1]
+        return reward
+
     def step(self, action):
         reward, terminated, truncated = self._act(action)
+        game_over = terminated or truncated
+        info = {"lives": self.ale.lives(), "life_lost": False}
+        if info["lives"] < self.lives and not game_over:
+            # One protocol for a lost life: the same step presses FIRE and restarts the stack (the
+            # LSTM agent restarts its state on info["life_lost"]). Training also ends its episode here.
+            reward += self.start_life()
+            info["life_lost"] = True
+            terminated = self.life_loss_terminal
         self.game_return += reward
         self.game_length += 1
-        info = {"lives": self.ale.lives()}
-        if terminated or truncated:
+        if game_over:
             info["episode"] = {"r": self.game_return, "l": self.game_length}
-        elif self.life_loss_terminal and info["lives"] < self.lives:
-            terminated = True
         self.lives = info["lives"]
         if self.clip_rewards:
             reward = float(np.sign(reward))
         return self.frames.copy(), reward, terminated, truncated, info
+
+
+def env_spec(env_id):
+    """(id, spec) for a gymnasium id; "module:Env-v0" first imports the module that registers Env-v0."""
+    try:
+        if ":" in env_id:  # gym.make's syntax
+            module, env_id = env_id.split(":", 1)
+            importlib.import_module(module)
+        return env_id, gym.spec(env_id)
+    except (gym.error.Error, ModuleNotFoundError) as error:
+        ids = list(gym.registry)
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"unknown environment id {env_id!r} ({error}).{hint}") from None
+
+
+def frames_per_step(env_id):
+    """Emulator frames per agent step, for progress.csv's `frames`: the action repeat on Atari, else 1.
+    The paper counts Atari training in frames; our global step counts agent steps."""
+    return FRAME_SKIP if env_spec(env_id)[1].entry_point == ATARI_ENTRY_POINT else 1
 
 
 def make_env(env_id, training, max_episode_steps=None, video_dir=None):
@@ -124,17 +160,8 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
     practice). training=False (evaluation): whole games, real rewards, and an optional
     cap on episode length so that a policy stuck repeating one action still ends.
     """
-    try:
-        if ":" in env_id:  # "module:Env-v0": import the module that registers Env-v0 (gym.make's syntax)
-            module, env_id = env_id.split(":", 1)
-            importlib.import_module(module)
-        spec = gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError) as error:
-        ids = list(gym.registry)
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"unknown environment id {env_id!r} ({error}).{hint}") from None
-    atari = spec.entry_point == "ale_py.env:AtariEnv"
+    env_id, spec = env_spec(env_id)
+    atari = spec.entry_point == ATARI_ENTRY_POINT
     # ALE/*-v5 skips frames itself; our wrapper does the skipping (with the max over two
     # frames), so the env must step one frame at a time. Sticky actions stay on for v5.
     kwargs = {"frameskip": 1} if atari else {}
@@ -190,6 +217,38 @@ def atari_trunk(network="small"):
     layers = [layer_init(layer) if isinstance(layer, nn.Conv2d) else layer for layer in layers]
     trunk = nn.Sequential(ScaleUint8(), *layers, nn.Flatten(), layer_init(nn.Linear(flat, hidden)), nn.ReLU())
     return trunk, hidden
+
+
+def random_play_frames(env, num_steps, seed):
+    """Observations of uniformly random play, episodes restarted as they end: data to start a network on."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    frames = []
+    for _ in range(num_steps):
+        frames.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return torch.from_numpy(np.stack(frames))
+
+
+@torch.no_grad()
+def center_biases(trunk, observations):
+    """Start every hidden unit alive: set each layer's bias, first to last, to minus the median of
+    the unit's pre-activation over `observations` (and over positions for a filter), so that each
+    unit is on for half of them.
+
+    Atari frames barely change from one to the next, so with zero biases a unit of the paper's
+    network is either on for every frame or off for every frame, and a unit that is off gets no
+    gradient and never comes back (docs: Atari settings).
+    """
+    hidden = observations
+    for layer in trunk:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            pre_activation = layer(hidden).transpose(0, 1).reshape(layer.bias.numel(), -1)
+            layer.bias.sub_(pre_activation.median(dim=1).values)
+        hidden = layer(hidden)
+    return trunk
 
 
 def mlp_trunk(in_features, hidden_sizes=(64, 64)):

@@ -35,7 +35,11 @@ class Args:
     points: int = 200
     """x positions the seeds are interpolated onto"""
     x: tuple[str, ...] = ("steps", "seconds")
-    """one panel per entry: steps, seconds (wall time is only comparable between runs alone on a machine)"""
+    """one panel per entry: steps, frames, seconds (wall time is only comparable between runs alone on a machine)"""
+    frames_per_step: int = 1
+    """emulator frames per agent step for the frames panel: 4 on Atari"""
+    mark: tuple[str, ...] = ()
+    """LABEL=PANEL:X,Y, a point to mark on that panel (e.g. "peer's published curve=frames:8e6,20")"""
 
 
 def smoothed(values, window):
@@ -63,18 +67,25 @@ def draw(args, methods):
     figure, axes = plt.subplots(1, len(args.x), figsize=(5.5 * len(args.x), 4), sharey=True, squeeze=False)
     axes = axes[0]
     for axis, x in zip(axes, args.x):
-        x_index = {"steps": 0, "seconds": 1}[x]
+        scale = args.frames_per_step if x == "frames" else 1
         for label, runs in methods.items():
-            curves = [(run[x_index], smoothed(run[2], args.smooth)) for run in runs]
+            curves = [(run[0 if x != "seconds" else 1] * scale, smoothed(run[2], args.smooth)) for run in runs]
             grid, mean, low, high = mean_and_spread(curves, args.points)
             (line,) = axis.plot(grid, mean, label=f"{label} ({len(runs)} seeds)")
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
-        axis.set_xlabel({"steps": "agent steps (all workers)", "seconds": "wall time (s)"}[x])
+        for entry in args.mark:
+            label, point = entry.split("=", 1)
+            panel, coordinates = point.split(":", 1)
+            if panel == x:
+                mark_x, mark_y = (float(value) for value in coordinates.split(","))
+                axis.plot([mark_x], [mark_y], "k*", markersize=12, label=label)
+        axis.legend(loc="best", fontsize=8)
+        axis.set_xlabel({"steps": "agent steps (all workers)", "frames": f"emulator frames ({scale} per agent step)",
+                         "seconds": "wall time (s)"}[x])
     axes[0].set_ylabel({"episodic_return": "training episode return", "eval_return_mean": "evaluation return"}
                        .get(args.column, args.column))
     for axis in axes:
         axis.grid(alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
     figure.suptitle(args.title)
     figure.tight_layout()
     figure.savefig(args.output, dpi=100)

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
+from screen import first_window_reaching, windows  # noqa: E402
 from speedup import reached  # noqa: E402
 
 
@@ -59,3 +60,11 @@ def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):
     assert reached(tmp_path / "progress.csv", 195) == (1.5, 900)
     assert reached(tmp_path / "progress.csv", 475) == (2.5, 1500)
     assert reached(tmp_path / "progress.csv", 500) == (None, None)
+
+
+def test_screening_windows_average_rows_per_window_and_find_the_first_milestone():
+    steps = np.array([0, 50_000, 99_999, 100_000, 250_000, 260_000])
+    returns = np.array([-21.0, -19.0, -20.0, -12.0, -8.0, 2.0])
+    means = windows(steps, returns, 100_000)
+    assert means == {0: -20.0, 100_000: -12.0, 200_000: -3.0}
+    assert first_window_reaching(means, -10.0) == 200_000 and first_window_reaching(means, 18.0) is None

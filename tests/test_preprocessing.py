@@ -3,8 +3,9 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
-from common import AtariPreprocessing, UsageError, make_env
+from common import AtariPreprocessing, UsageError, center_biases, make_env, make_trunk, random_play_frames
 
 
 class ScriptedALE:
@@ -59,60 +60,87 @@ def scripted(noop_max=1, **kwargs):
     return AtariPreprocessing(ScriptedAtari(ale), noop_max=noop_max, **kwargs), ale
 
 
-def test_reset_does_noops_then_fire_and_fills_the_stack():
+def test_reset_does_noop_frames_then_fire_and_fills_the_stack():
     env, ale = scripted()
     obs, _ = env.reset(seed=0)
-    # one no-op step (frames 1-4) and one FIRE step (frames 5-8): newest frame is max(7, 8) = 8
-    assert ale.frame == 8
+    # one no-op FRAME (frame 1), then one FIRE step (frames 2-5): the newest frame is max(4, 5) = 5
+    assert ale.frame == 5
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
-    assert np.all(obs[:, 40:, 40:] == 8)  # all four slots start as the first frame
+    assert np.all(obs[:, 40:, 40:] == 5)  # all four slots start as the first frame
 
 
 def test_step_takes_max_of_last_two_frames_and_stacks_oldest_first():
     env, ale = scripted()
     env.reset(seed=0)
-    obs1, *_ = env.step(2)  # frames 9..12: max(11, 12) = 12, sprite from odd frame 11
-    obs2, *_ = env.step(2)  # frames 13..16
-    assert ale.frame == 16
-    assert obs2[-1, 60, 60] == 16 and obs2[-2, 60, 60] == 12 and obs2[0, 60, 60] == 8
+    obs1, *_ = env.step(2)  # frames 6..9: max(8, 9) = 9, sprite from odd frame 9
+    obs2, *_ = env.step(2)  # frames 10..13
+    assert ale.frame == 13
+    assert obs2[-1, 60, 60] == 13 and obs2[-2, 60, 60] == 9 and obs2[0, 60, 60] == 5
     # the sprite exists only on odd frames: without the max it would vanish from every observation
-    assert obs1[-1, 0, 0] == 255 and obs2[-1, 0, 0] == 255
+    obs4, *_ = env.step(2)  # frames 14..17
+    assert obs1[-1, 0, 0] == 255 and obs4[-1, 0, 0] == 255
     np.testing.assert_array_equal(obs2[-2], obs1[-1])
     obs1[:] = 0  # observations are copies: changing one must not change the next
-    obs3, *_ = env.step(2)
-    assert obs3[-2, 60, 60] == 16
+    obs5, *_ = env.step(2)
+    assert obs5[-2, 60, 60] == 17
 
 
 def test_training_clips_rewards_and_ends_on_life_loss_but_reports_whole_game_return():
-    env, ale = scripted(rewards={10: 4.0, 14: -2.0, 18: 7.0}, lives_lost_at=(15,), game_length=24,
+    env, ale = scripted(rewards={7: 4.0, 11: -2.0, 20: 7.0}, lives_lost_at=(11,), game_length=28,
                         life_loss_terminal=True, clip_rewards=True)
-    env.reset(seed=0)
-    _, r1, term1, _, _ = env.step(0)  # frames 9-12
-    _, r2, term2, _, info2 = env.step(0)  # frames 13-16, life lost at 15
-    assert (r1, r2) == (1.0, -1.0) and not term1 and term2 and "episode" not in info2
-    env.reset()  # only a life was lost: the game goes on with a FIRE step (frames 17-20, reward 7)
-    assert ale.frame == 20
+    env.reset(seed=0)  # frames 1-5
+    _, r1, term1, _, _ = env.step(0)  # frames 6-9
+    obs2, r2, term2, _, info2 = env.step(0)  # frames 10-13, life lost at 11, then FIRE: frames 14-17
+    assert (r1, r2) == (1.0, -1.0) and not term1 and term2 and info2["life_lost"] and "episode" not in info2
+    assert ale.frame == 17
+    obs, _ = env.reset()  # only a life was lost: the game goes on where step() left it
+    assert ale.frame == 17
+    np.testing.assert_array_equal(obs, obs2)
     rewards, info = [], {}
     while "episode" not in info:
         _, reward, terminated, _, info = env.step(0)
         rewards.append(reward)
-    assert terminated
+    assert terminated and rewards[0] == 1.0  # frames 18-21 hold the 7
     assert info["episode"]["r"] == pytest.approx(4.0 - 2.0 + 7.0)  # real, unclipped, whole game
 
 
 def test_evaluation_env_plays_whole_game_with_real_rewards():
-    env, ale = scripted(rewards={10: 4.0}, lives_lost_at=(15,), game_length=32)
+    env, ale = scripted(rewards={7: 4.0}, lives_lost_at=(11,), game_length=32)
     env.reset(seed=0)
-    rewards, terminated = [], False
+    rewards, lives_lost, terminated = [], 0, False
     while not terminated:
         _, reward, terminated, _, info = env.step(0)
         rewards.append(reward)
-    assert ale.frame == 32 and sum(rewards) == 4.0 and info["episode"]["r"] == 4.0
+        lives_lost += info["life_lost"]
+    assert ale.frame == 32 and sum(rewards) == 4.0 and info["episode"]["r"] == 4.0 and lives_lost == 1
 
 
-def test_noop_starts_are_random_and_seeded():
-    starts = {scripted(noop_max=30)[0].reset(seed=seed)[0][-1, 50, 50] for seed in range(20)}
-    assert len(starts) > 5  # different numbers of no-ops give different first frames
+def test_a_lost_life_is_handled_the_same_in_training_and_evaluation():
+    """FIRE and a restarted frame stack after a lost life in both: the same actions give the same frames."""
+    kwargs = dict(rewards={7: 4.0, 23: 1.0}, lives_lost_at=(11, 30), game_length=44)
+    train_env, train_ale = scripted(life_loss_terminal=True, clip_rewards=True, **kwargs)
+    eval_env, eval_ale = scripted(**kwargs)
+    train_obs, eval_obs = train_env.reset(seed=0)[0], eval_env.reset(seed=0)[0]
+    game_over, steps = False, 0
+    while not game_over:
+        np.testing.assert_array_equal(train_obs, eval_obs)
+        action = [0, 2][steps % 2]
+        train_obs, _, terminated, _, train_info = train_env.step(action)
+        eval_obs, _, game_over, _, eval_info = eval_env.step(action)
+        assert terminated == (eval_info["life_lost"] or game_over) and train_ale.frame == eval_ale.frame
+        if terminated and not game_over:
+            train_obs = train_env.reset()[0]
+        steps += 1
+    assert train_info["episode"] == eval_info["episode"]
+
+
+def test_noop_starts_are_1_to_30_frames_random_and_seeded():
+    noop_frames = []
+    for seed in range(60):
+        env, ale = scripted(noop_max=30)
+        env.reset(seed=seed)
+        noop_frames.append(ale.frame - 4)  # the FIRE step takes the last 4 frames
+    assert min(noop_frames) >= 1 and max(noop_frames) <= 30 and len(set(noop_frames)) > 15
     env_a, _ = scripted(noop_max=30)
     env_b, _ = scripted(noop_max=30)
     assert env_a.reset(seed=3)[0][-1, 50, 50] == env_b.reset(seed=3)[0][-1, 50, 50]
@@ -136,6 +164,24 @@ def test_make_env_breakout_training_ends_on_life_loss_evaluation_does_not():
         while not (terminated or truncated):
             _, _, terminated, truncated, info = env.step(int(rng.integers(4)))
         assert info["lives"] == expected_lives
+
+
+def test_breakout_evaluation_presses_fire_after_a_lost_life_as_training_does():
+    """A policy that never presses FIRE still ends its games: before, the ball was never served
+    again after the first lost life and evaluation sat until the 27,000-step cap."""
+    train_env, eval_env = make_env("BreakoutNoFrameskip-v4", True), make_env("BreakoutNoFrameskip-v4", False)
+    train_obs, eval_obs = train_env.reset(seed=5)[0], eval_env.reset(seed=5)[0]
+    rng, steps, game_over = np.random.default_rng(0), 0, False
+    while not game_over and steps < 3000:  # NOOP, RIGHT and LEFT only, never FIRE: the same frames in both envs
+        np.testing.assert_array_equal(train_obs, eval_obs)
+        action = int(rng.choice([0, 2, 3]))
+        train_obs, _, terminated, _, _ = train_env.step(action)
+        eval_obs, _, game_over, _, eval_info = eval_env.step(action)
+        assert terminated == (eval_info["life_lost"] or game_over)
+        if terminated and not game_over:
+            train_obs = train_env.reset()[0]
+        steps += 1
+    assert eval_info["lives"] == 0 and steps < 3000
 
 
 def test_make_env_vector_observations_are_float32():
@@ -167,3 +213,27 @@ def test_resize_keeps_every_single_pixel_visible():
     screen[:] = 100
     env.resize(screen, out)
     assert np.all(out == 100)  # a flat screen stays flat: an average, not a sum
+
+
+def units_ever_on(trunk, observations):
+    """For each ReLU of the trunk: how many of its units (filters, for a conv layer) are on for some input."""
+    counts, hidden = [], observations
+    with torch.no_grad():
+        for layer in trunk:
+            hidden = layer(hidden)
+            if isinstance(layer, torch.nn.ReLU):
+                per_unit = hidden.transpose(0, 1).reshape(hidden.shape[1], -1)
+                counts.append((int((per_unit > 0).any(1).sum()), per_unit.shape[0]))
+    return counts
+
+
+def test_center_biases_starts_every_unit_of_the_atari_network_alive_on_pong():
+    env = make_env("PongNoFrameskip-v4", training=True)
+    start_frames, held_out = random_play_frames(env, 600, seed=0), random_play_frames(env, 600, seed=1)
+    torch.manual_seed(0)
+    trunk, _ = make_trunk(env.observation_space)
+    # With zero biases Pong's near-constant frames leave units off on every frame (measured on 3 init
+    # seeds: 4 of 16 filters and 103-116 of 256 FC units); such a unit gets no gradient, ever.
+    assert sum(total - alive for alive, total in units_ever_on(trunk, held_out)) > 50
+    center_biases(trunk, start_frames)
+    assert units_ever_on(trunk, held_out) == [(16, 16), (32, 32), (256, 256)]  # on frames it never saw

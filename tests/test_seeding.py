@@ -1,0 +1,67 @@
+"""One protocol for seeds and frames in all four scripts: --seed fixes the initial weights and, with
+one worker, the whole run; seeds of neighbouring runs never overlap; progress.csv counts frames."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import a3c
+import async_nstep_q
+import async_one_step_q
+import async_sarsa
+from conftest import ROOT
+
+MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_neighbouring_seeds_share_no_worker_or_evaluation_seed(module):
+    # seed + rank gave run 1's worker 1 the seed of run 2's worker 0; restarts and the evaluation
+    # draw from the same pool, so none of them may collide either.
+    seeds = [module.derive_seed(seed, rank, restarts) for seed in range(1, 11) for rank in range(16)
+             for restarts in range(3)]
+    seeds += [module.derive_seed(seed) for seed in range(1, 11)]
+    assert len(set(seeds)) == len(seeds) == 10 * 16 * 3 + 10
+    assert module.derive_seed(1, 1, 0) == module.derive_seed(1, 1, 0)  # a function of its inputs only
+
+
+def train_one_worker(script, run_dir, seed):
+    flags = ["--env-id", "CartPole-v1", "--num-workers", "1", "--total-timesteps", "1500", "--seed", str(seed),
+             "--eval-interval", "1000000000", "--eval-episodes", "1", "--run-dir", str(run_dir)]
+    if script != "a3c.py":
+        flags += ["--target-update-interval", "500"]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], capture_output=True, text=True,
+                            timeout=180, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return torch.load(os.path.join(run_dir, "model.pt"), weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_one_worker_runs_with_one_seed_end_with_bit_identical_weights(module, tmp_path):
+    first, again, other = (train_one_worker(module.SCRIPT, tmp_path / name, seed)
+                           for name, seed in (("a", 1), ("b", 1), ("c", 2)))
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not all(torch.equal(first[key], other[key]) for key in first)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_path):
+    progress = module.Progress(str(tmp_path), total_timesteps=100, global_step=0, frames_per_step=4)
+    progress.row(global_step=10, seconds=1.0)
+    progress.close()
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["frames"] == "40" and rows[0]["global_step"] == "10"
+    # a run begun before a column existed appends under its own header, never a shifted row
+    with open(tmp_path / "progress.csv", "w") as f:
+        f.write("global_step,seconds\n5,0.5\n")
+    progress = module.Progress(str(tmp_path), total_timesteps=100, global_step=5, frames_per_step=4)
+    progress.row(global_step=20, seconds=2.0)
+    progress.close()
+    with open(tmp_path / "progress.csv") as f:
+        assert f.read().splitlines() == ["global_step,seconds", "5,0.5", "20,2"]

@@ -37,7 +37,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import UsageError, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk
+from common import (UsageError, center_biases, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
+                    random_play_frames)
 
 SCRIPT = "async_nstep_q.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -71,6 +72,9 @@ class Args:
     """RMSProp epsilon, inside the square root"""
     max_grad_norm: float = 40.0
     """clip each worker's gradient to this global norm"""
+    center_init: bool = False
+    """start each hidden unit's bias at minus its median pre-activation on 600 frames of random play, so
+    that no unit starts dead (images only; not in the paper)"""
     network: str = "small"
     """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -418,6 +422,8 @@ def build_model(args, ckpt=None):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
                          f"{SCRIPT} supports Discrete action spaces only; for continuous control use a3c.py")
     model = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+    if args.center_init and ckpt is None and len(env.observation_space.shape) == 3:
+        center_biases(model.trunk, random_play_frames(env, 600, args.seed))
     env.close()
     try:
         if ckpt is not None:

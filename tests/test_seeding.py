@@ -65,3 +65,23 @@ def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_
     progress.close()
     with open(tmp_path / "progress.csv") as f:
         assert f.read().splitlines() == ["global_step,seconds", "5,0.5", "20,2"]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_center_init_sets_the_biases_of_a_new_atari_model_only(module):
+    def trunk_biases(model):
+        return torch.cat([layer.bias for layer in model.trunk if hasattr(layer, "bias")])
+
+    def model(args, ckpt=None):
+        torch.manual_seed(0)
+        built = module.build_model(args, ckpt)
+        return built.body if module is a3c else built
+
+    plain = model(module.Args(env_id="PongNoFrameskip-v4"))
+    centred = model(module.Args(env_id="PongNoFrameskip-v4", center_init=True))
+    assert torch.all(trunk_biases(plain) == 0) and (trunk_biases(centred) != 0).float().mean() > 0.5
+    torch.testing.assert_close(trunk_biases(model(module.Args(env_id="PongNoFrameskip-v4", center_init=True))),
+                               trunk_biases(centred), rtol=0, atol=0)  # seeded: the same frames, the same biases
+    checkpoint = {"model": module.build_model(module.Args(env_id="PongNoFrameskip-v4")).state_dict()}
+    resumed = model(module.Args(env_id="PongNoFrameskip-v4", center_init=True), checkpoint)
+    assert torch.all(trunk_biases(resumed) == 0)  # a checkpoint's weights are never re-initialised

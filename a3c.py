@@ -78,6 +78,9 @@ class Args:
     center_init: bool = False
     """start each hidden unit's bias at minus its median pre-activation on 600 frames of random play, so
     that no unit starts dead (images only; not in the paper)"""
+    standardize_frames: bool = False
+    """feed (frame - mean frame) / std, both measured on 600 frames of random play at the start, instead of
+    frame / 255 (images only; not in the paper)"""
     network: str = "small"
     """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -117,7 +120,7 @@ class Body(nn.Module):
 
     def __init__(self, observation_space, args):
         super().__init__()
-        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes)
+        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames)
         self.lstm = nn.LSTM(width, 256 if len(observation_space.shape) == 3 else 128) if args.lstm else None
         self.width = self.lstm.hidden_size if args.lstm else width
 
@@ -471,8 +474,12 @@ def build_model(args, ckpt=None):
     if args.normalize_obs and len(env.observation_space.shape) != 1:
         raise UsageError(f"--normalize-obs is for vector observations; {args.env_id} has images")
     model = ActorCritic(env.observation_space, env.action_space, args)
-    if args.center_init and ckpt is None and len(env.observation_space.shape) == 3:
-        center_biases(model.body.trunk, random_play_frames(env, 600, args.seed))
+    if (args.center_init or args.standardize_frames) and ckpt is None and len(env.observation_space.shape) == 3:
+        frames = random_play_frames(env, 600, args.seed)
+        if args.standardize_frames:
+            model.body.trunk[0].fit(frames)
+        if args.center_init:
+            center_biases(model.body.trunk, frames)
     env.close()
     try:
         if ckpt is not None:

@@ -76,6 +76,9 @@ class Args:
     center_init: bool = False
     """start each hidden unit's bias at minus its median pre-activation on 600 frames of random play, so
     that no unit starts dead (images only; not in the paper)"""
+    standardize_frames: bool = False
+    """feed (frame - mean frame) / std, both measured on 600 frames of random play at the start, instead of
+    frame / 255 (images only; not in the paper)"""
     network: str = "small"
     """Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -109,9 +112,9 @@ class Args:
 class QNetwork(nn.Module):
     """Q(s, .): one linear output per action on the trunk (Supplement 8)."""
 
-    def __init__(self, observation_space, num_actions, network, hidden_sizes):
+    def __init__(self, observation_space, num_actions, args):
         super().__init__()
-        self.trunk, width = make_trunk(observation_space, network, hidden_sizes)
+        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames)
         self.q = layer_init(nn.Linear(width, num_actions), std=1.0)
 
     def forward(self, obs):
@@ -222,9 +225,9 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
         rng = np.random.default_rng(seed)
         epsilon_final = sample_epsilon_final(rng)
         env = make_env(args.env_id, training=True)
-        model = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+        model = QNetwork(env.observation_space, env.action_space.n, args)
         params, grads = flatten_parameters(model)
-        target_net = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+        target_net = QNetwork(env.observation_space, env.action_space.n, args)
         flatten_parameters(target_net, target_params)  # reads the shared theta^- in place, no copy
         obs, _ = env.reset(seed=seed)
         # The global step T is the sum of one counter per worker, each written only by its own
@@ -315,7 +318,7 @@ def evaluator(args, shared_params, step_counts, messages, stop):
     torch.set_num_threads(1)
     try:
         env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
-        model = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
+        model = QNetwork(env.observation_space, env.action_space.n, args)
         params, _ = flatten_parameters(model)
         next_eval = (int(step_counts.sum()) // args.eval_interval + 1) * args.eval_interval
         while not stop.value and mp.parent_process().is_alive():
@@ -428,9 +431,13 @@ def build_model(args, ckpt=None):
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
                          f"{SCRIPT} supports Discrete action spaces only; for continuous control use a3c.py")
-    model = QNetwork(env.observation_space, env.action_space.n, args.network, args.hidden_sizes)
-    if args.center_init and ckpt is None and len(env.observation_space.shape) == 3:
-        center_biases(model.trunk, random_play_frames(env, 600, args.seed))
+    model = QNetwork(env.observation_space, env.action_space.n, args)
+    if (args.center_init or args.standardize_frames) and ckpt is None and len(env.observation_space.shape) == 3:
+        frames = random_play_frames(env, 600, args.seed)
+        if args.standardize_frames:
+            model.trunk[0].fit(frames)
+        if args.center_init:
+            center_biases(model.trunk, frames)
     env.close()
     try:
         if ckpt is not None:

@@ -202,7 +202,38 @@ class ScaleUint8(nn.Module):
         return x * (1 / 255)  # uint8 times a float is float32: one op, where .float() / 255 is two
 
 
-def atari_trunk(network="small"):
+class StandardizeFrames(nn.Module):
+    """(frame / 255 - mean frame) / std, with the mean frame and one std measured on random play
+    by fit(); before fit() it is frame / 255, as ScaleUint8.
+
+    Atari frames barely change: on Pong each pixel's std over random play is 0.005 on the [0, 1]
+    scale, so the ball and the paddles, all the agent needs to see, are a 1% ripple on a constant
+    frame, and the network's features differ between states by about 1% of their size at the
+    start. Centred and scaled, the moving objects are of order 1.
+
+    mean and scale are parameters that are never trained (requires_grad=False): so they live in
+    theta's flat buffer and reach every worker with each sync, and travel in model.pt.
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1 / 255), requires_grad=False)
+        self.offset = nn.Parameter(torch.zeros(shape), requires_grad=False)
+
+    @torch.no_grad()
+    def fit(self, frames):
+        pixels = frames.double() / 255
+        mean = pixels.mean(0)
+        std = (pixels - mean).std()  # one number over every pixel and frame: static pixels stay 0
+        self.scale.fill_(1 / (255 * std))
+        self.offset.copy_(mean / std)
+        return self
+
+    def forward(self, x):
+        return x * self.scale - self.offset  # uint8 times a float is float32
+
+
+def atari_trunk(network="small", standardize_frames=False):
     """The paper's small network (the 2013 DQN one: 16 8x8/4, 32 4x4/2, FC 256, Supplement 8),
     or the 2015 Nature network used for the 57-game comparison. Returns (trunk, out_features)."""
     if network == "small":
@@ -215,7 +246,8 @@ def atari_trunk(network="small"):
     else:
         raise UsageError(f"unknown network {network!r}; choose 'small' or 'nature'.")
     layers = [layer_init(layer) if isinstance(layer, nn.Conv2d) else layer for layer in layers]
-    trunk = nn.Sequential(ScaleUint8(), *layers, nn.Flatten(), layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+    scale = StandardizeFrames((4, 84, 84)) if standardize_frames else ScaleUint8()
+    trunk = nn.Sequential(scale, *layers, nn.Flatten(), layer_init(nn.Linear(flat, hidden)), nn.ReLU())
     return trunk, hidden
 
 
@@ -260,9 +292,9 @@ def mlp_trunk(in_features, hidden_sizes=(64, 64)):
     return nn.Sequential(*layers), width
 
 
-def make_trunk(observation_space, network="small", hidden_sizes=(64, 64)):
+def make_trunk(observation_space, network="small", hidden_sizes=(64, 64), standardize_frames=False):
     if len(observation_space.shape) == 3:
-        return atari_trunk(network)
+        return atari_trunk(network, standardize_frames)
     return mlp_trunk(int(np.prod(observation_space.shape)), hidden_sizes)
 
 

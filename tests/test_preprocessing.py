@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import AtariPreprocessing, UsageError, center_biases, make_env, make_trunk, random_play_frames
+from common import (AtariPreprocessing, ScaleUint8, StandardizeFrames, UsageError, center_biases, flatten_parameters,
+                    make_env, make_trunk, random_play_frames)
 
 
 class ScriptedALE:
@@ -237,3 +238,37 @@ def test_center_biases_starts_every_unit_of_the_atari_network_alive_on_pong():
     assert sum(total - alive for alive, total in units_ever_on(trunk, held_out)) > 50
     center_biases(trunk, start_frames)
     assert units_ever_on(trunk, held_out) == [(16, 16), (32, 32), (256, 256)]  # on frames it never saw
+
+
+def test_standardize_frames_centres_and_scales_what_it_saw_and_is_frame_over_255_before():
+    frames = torch.randint(0, 256, (50, 4, 84, 84), dtype=torch.uint8)
+    frames[:, :, :40] = 87  # a static background, as in Pong
+    standardize = StandardizeFrames((4, 84, 84))
+    torch.testing.assert_close(standardize(frames), ScaleUint8()(frames))
+    out = standardize.fit(frames)(frames)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.mean(0), torch.zeros(4, 84, 84), atol=1e-4, rtol=0)
+    assert out.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert out[:, :, :40].abs().max() < 1e-5  # static pixels carry nothing, whatever their shade
+
+
+def test_standardized_frames_reach_every_worker_and_are_never_trained():
+    import a3c
+
+    args = a3c.Args(env_id="PongNoFrameskip-v4", standardize_frames=True)
+    shared = a3c.build_model(args)
+    env = make_env(args.env_id, training=False)
+    local = a3c.ActorCritic(env.observation_space, env.action_space, args)
+    shared_params, _ = flatten_parameters(shared)
+    params, grads = flatten_parameters(local)
+    params.copy_(shared_params)  # a worker's sync, theta' <- theta
+    torch.testing.assert_close(local.body.trunk[0].offset, shared.body.trunk[0].offset, rtol=0, atol=0)
+    assert shared.body.trunk[0].scale.item() > 10 / 255  # fitted: Pong's frames vary far less than [0, 1]
+    frames = random_play_frames(make_env(args.env_id, training=True), 8, seed=0)
+    policy, values, _ = local(frames)
+    statistics = torch.cat([local.body.trunk[0].scale.view(1), local.body.trunk[0].offset.view(-1)]).clone()
+    assert a3c.apply_gradient(-policy.logsumexp(-1).sum() + values.pow(2).sum(), grads,
+                              a3c.SharedRMSprop(params, eps=1e-5), lr=1e-2, max_grad_norm=40.0)
+    after = torch.cat([local.body.trunk[0].scale.view(1), local.body.trunk[0].offset.view(-1)])
+    torch.testing.assert_close(after, statistics, rtol=0, atol=0)
+    assert not torch.equal(params, shared_params)  # the trained weights did move

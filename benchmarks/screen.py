@@ -51,7 +51,7 @@ def main(args):
         print(f"{run_dir}: {int(steps[-1]) if len(steps) else 0} steps")
         for start, mean in returns_by_window.items():
             window_entropy = entropy_by_window.get(start, float("nan"))
-            print(f"  {start / 1e6:5.1f}M  return {mean:7.2f}  entropy {window_entropy:.3f}")
+            print(f"  {start / 1e6:5.2f}M  return {mean:7.2f}  entropy {window_entropy:.3f}")
         reached = {m: first_window_reaching(returns_by_window, m) for m in args.milestones}
         print("  first window reaching " + ", ".join(
             f"{m:g}: {'-' if s is None else f'{s / 1e6:.1f}M'}" for m, s in reached.items()))

@@ -40,8 +40,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (ObservationNorm, UsageError, center_biases, flatten_parameters, frames_per_step, layer_init,
-                    make_env, make_trunk, random_play_frames)
+from common import (ObservationNorm, UsageError, flatten_parameters, frames_per_step, layer_init, make_env,
+                    make_trunk, start_on_random_play)
 
 SCRIPT = "a3c.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -474,12 +474,8 @@ def build_model(args, ckpt=None):
     if args.normalize_obs and len(env.observation_space.shape) != 1:
         raise UsageError(f"--normalize-obs is for vector observations; {args.env_id} has images")
     model = ActorCritic(env.observation_space, env.action_space, args)
-    if (args.center_init or args.standardize_frames) and ckpt is None and len(env.observation_space.shape) == 3:
-        frames = random_play_frames(env, 600, args.seed)
-        if args.standardize_frames:
-            model.body.trunk[0].fit(frames)
-        if args.center_init:
-            center_biases(model.body.trunk, frames)
+    if ckpt is None:  # a checkpoint's weights are never re-initialised
+        start_on_random_play(model.body.trunk, env, args.seed, args.standardize_frames, args.center_init)
     env.close()
     try:
         if ckpt is not None:

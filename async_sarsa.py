@@ -38,8 +38,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (UsageError, center_biases, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
-                    random_play_frames)
+from common import (UsageError, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
+                    start_on_random_play)
 
 SCRIPT = "async_sarsa.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -432,12 +432,8 @@ def build_model(args, ckpt=None):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
                          f"{SCRIPT} supports Discrete action spaces only; for continuous control use a3c.py")
     model = QNetwork(env.observation_space, env.action_space.n, args)
-    if (args.center_init or args.standardize_frames) and ckpt is None and len(env.observation_space.shape) == 3:
-        frames = random_play_frames(env, 600, args.seed)
-        if args.standardize_frames:
-            model.trunk[0].fit(frames)
-        if args.center_init:
-            center_biases(model.trunk, frames)
+    if ckpt is None:  # a checkpoint's weights are never re-initialised
+        start_on_random_play(model.trunk, env, args.seed, args.standardize_frames, args.center_init)
     env.close()
     try:
         if ckpt is not None:

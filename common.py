@@ -283,6 +283,18 @@ def center_biases(trunk, observations):
     return trunk
 
 
+def start_on_random_play(trunk, env, seed, standardize_frames, center_init):
+    """The data-dependent start of an Atari trunk, from 600 frames of random play: fit its
+    StandardizeFrames (--standardize-frames), then centre its biases (--center-init)."""
+    if not (standardize_frames or center_init) or len(env.observation_space.shape) != 3:
+        return
+    frames = random_play_frames(env, 600, seed)
+    if standardize_frames:
+        trunk[0].fit(frames)
+    if center_init:
+        center_biases(trunk, frames)
+
+
 def mlp_trunk(in_features, hidden_sizes=(64, 64)):
     """Tanh MLP for vector observations. Returns (trunk, out_features)."""
     layers, width = [], in_features

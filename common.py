@@ -147,10 +147,14 @@ def env_spec(env_id):
         raise UsageError(f"unknown environment id {env_id!r} ({error}).{hint}") from None
 
 
+def is_atari(env_id):
+    return env_spec(env_id)[1].entry_point == ATARI_ENTRY_POINT
+
+
 def frames_per_step(env_id):
     """Emulator frames per agent step, for progress.csv's `frames`: the action repeat on Atari, else 1.
     The paper counts Atari training in frames; our global step counts agent steps."""
-    return FRAME_SKIP if env_spec(env_id)[1].entry_point == ATARI_ENTRY_POINT else 1
+    return FRAME_SKIP if is_atari(env_id) else 1
 
 
 def make_env(env_id, training, max_episode_steps=None, video_dir=None):

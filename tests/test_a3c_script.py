@@ -39,6 +39,22 @@ def test_help_documents_the_contract_flags():
         assert flag in result.stdout
 
 
+def parsed(monkeypatch, *flags):
+    monkeypatch.setattr(sys, "argv", ["a3c.py", *flags])
+    return a3c_module.parse_args()[0]
+
+
+def test_atari_preset_fills_the_flags_not_given_and_a_given_flag_wins(monkeypatch):
+    atari = a3c_module.PRESETS["atari"]
+    pong = parsed(monkeypatch, "--env-id", "PongNoFrameskip-v4")
+    assert {name: getattr(pong, name) for name in atari} == atari
+    assert pong.learning_rate != a3c_module.Args.learning_rate  # the preset changes something
+    mine = parsed(monkeypatch, "--env-id", "ALE/Breakout-v5", "--learning-rate", "1e-3", "--no-center-init")
+    assert mine.learning_rate == 1e-3 and mine.center_init is False and mine.rms_eps == atari["rms_eps"]
+    cartpole = parsed(monkeypatch, "--env-id", "CartPole-v1")
+    assert cartpole == a3c_module.Args(env_id="CartPole-v1", num_workers=cartpole.num_workers)
+
+
 @pytest.fixture(scope="module")
 def pong_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pong") / "run"

@@ -472,7 +472,7 @@ def make_run_dir(args):
 class Progress:
     """progress.csv, TensorBoard and the progress bar: one row of COLUMNS per log interval."""
 
-    COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names, CONTRACT.md)
+    COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names)
         "global_step": None, "frames": "charts/frames", "seconds": None, "sps": "charts/SPS",
         "episodic_return": "charts/episodic_return", "eval_return_mean": "eval/return_mean",
         "eval_return_std": "eval/return_std", "learning_rate": "charts/learning_rate",

@@ -164,8 +164,8 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
     practice). training=False (evaluation): whole games, real rewards, and an optional
     cap on episode length so that a policy stuck repeating one action still ends.
     """
-    env_id, spec = env_spec(env_id)
-    atari = spec.entry_point == ATARI_ENTRY_POINT
+    env_id, _ = env_spec(env_id)
+    atari = is_atari(env_id)
     # ALE/*-v5 skips frames itself; our wrapper does the skipping (with the max over two
     # frames), so the env must step one frame at a time. Sticky actions stay on for v5.
     kwargs = {"frameskip": 1} if atari else {}

@@ -3,8 +3,8 @@
 Docs, deviations from the paper and measured results: README.md#a3cpy
 
     python a3c.py                                  # Pong with the Atari preset (PRESETS below), all cores
-    python a3c.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 60000 --learning-rate 7e-3 --entropy-coef 0
-    python a3c.py --env-id InvertedPendulum-v5 --num-workers 2 --total-timesteps 80000 --learning-rate 3e-3
+    python a3c.py --env-id CartPole-v1             # the vector preset: 100k steps, about 70-80 s on 2 cores
+    python a3c.py --env-id HalfCheetah-v5          # the box preset (MuJoCo): 1M steps
     python a3c.py --lstm                           # A3C LSTM: 256 LSTM cells after the last hidden layer
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
@@ -40,8 +40,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (ObservationNorm, UsageError, flatten_parameters, frames_per_step, is_atari, layer_init,
-                    make_env, make_trunk, start_on_random_play)
+from common import (ObservationNorm, UsageError, env_family, flatten_parameters, frames_per_step, layer_init, make_env,
+                    make_trunk, start_on_random_play)
 
 SCRIPT = "a3c.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -65,8 +65,8 @@ class Args:
     """discount"""
     t_max: int = 5
     """steps per worker segment before an update (Algorithm S3)"""
-    entropy_coef: Optional[float] = None
-    """beta, the entropy bonus weight: 0.01 for Discrete actions (Section 4), 1e-4 for Box (Supplement 9)"""
+    entropy_coef: float = 0.01
+    """beta, the entropy bonus weight (Section 4; Supplement 9 used 1e-4 for Box actions)"""
     value_coef: float = 0.5
     """weight of the value loss (R - V)^2; the paper does not state it"""
     rms_alpha: float = 0.99
@@ -115,14 +115,19 @@ class Args:
     """record the final evaluation's episodes under <run-dir>/videos"""
 
 
-# What a family of environments changes in Args' defaults (the paper's values); a flag given on the command
-# line always wins. Atari: the Pong screening in docs/atari.md (the paper's values did not learn Pong in 2.7M steps).
+# What each family of environments (common.env_family) changes in Args' defaults, which are the paper's Atari
+# values; a flag given on the command line always wins, and config.json records where each value came from.
+# atari: the Pong screening in docs/atari.md (the paper's values did not learn Pong in 2.7M steps).
+# vector (Discrete actions) and box (MuJoCo): a budget and schedule that fit these tasks; docs/presets.md.
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
+    "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
+    "box": dict(total_timesteps=1_000_000, learning_rate=7e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
+                normalize_obs=True, eval_greedy=True, eval_interval=50_000),
 }
 HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
-    f"{family}: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
-    for family, preset in PRESETS.items())
+    f"{family}: " + (" ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
+                     or "the paper's values") for family, preset in PRESETS.items())
 
 
 class Body(nn.Module):
@@ -154,12 +159,14 @@ class ActorCritic(nn.Module):
         self.continuous = isinstance(action_space, gym.spaces.Box)
         self.obs_norm = ObservationNorm(observation_space.shape) if args.normalize_obs else nn.Identity()
         self.body = Body(observation_space, args)
-        if self.continuous:
-            self.value_body = Body(observation_space, args)
+        if self.continuous:  # the policy's parameters first: flat, they are grads[:policy_size] (apply_gradient)
             self.mean = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
             self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
+            self.policy_size = sum(p.numel() for p in self.parameters())
+            self.value_body = Body(observation_space, args)
         else:
             self.policy = layer_init(nn.Linear(self.body.width, action_space.n), std=0.01)  # near-uniform start
+            self.policy_size = None  # one network: one gradient
         self.value = layer_init(nn.Linear(self.body.width, 1), std=1.0)
 
     def forward(self, obs, state=None):
@@ -243,19 +250,24 @@ def n_step_returns(rewards, terminated, bootstrap_value, gamma):
     return returns
 
 
-def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, policy_size=None):
     """Backpropagate a segment's loss into the local flat gradient, clip it, apply it to theta.
 
+    With policy_size (Box actions: a policy and a value network that share no parameters),
+    grads[:policy_size] and the rest are clipped each on its own: clipped together, the value
+    gradient (returns in the hundreds) would shrink the policy's to almost nothing.
     Returns False (and applies nothing) when the gradient is not finite: one NaN written
     into the shared parameters would poison every worker.
     """
     grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
     loss.backward()
-    grad_norm = grads.norm().item()
-    if not np.isfinite(grad_norm):
+    parts = (grads[:policy_size], grads[policy_size:]) if policy_size else (grads,)
+    norms = [part.norm().item() for part in parts]
+    if not np.all(np.isfinite(norms)):
         return False
-    if grad_norm > max_grad_norm:
-        grads.mul_(max_grad_norm / grad_norm)
+    for part, norm in zip(parts, norms):
+        if norm > max_grad_norm:
+            part.mul_(max_grad_norm / norm)
     optimizer.step(grads, lr)  # Algorithm S3: asynchronous update of theta using the gradient
     return True
 
@@ -316,7 +328,7 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
             steps_done[rank] += len(rewards)
             step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
-            if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
+            if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm, model.policy_size):
                 stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
                 skips_in_a_row = 0
             else:  # skipped and counted; if it persists, the run has diverged and a restart cannot help
@@ -444,15 +456,21 @@ def load_checkpoint(path):
 
 
 def parse_args():
-    """Parse the command line; flags not given come from the env family's preset, or with --resume or
-    --eval-only from the checkpoint."""
+    """Parse the command line. Flags not given come from the env family's preset, or with --resume or
+    --eval-only from the checkpoint. Returns args, the checkpoint (or None) and each value's source."""
     args = tyro.cli(Args, description=HELP)
+    given = {token[2:].split("=")[0].replace("-", "_").removeprefix("no_") for token in sys.argv[1:]
+             if token.startswith("--")}
     path = args.resume or (args.checkpoint if args.eval_only else None)
     if args.eval_only and not args.checkpoint:
         raise UsageError("--eval-only needs --checkpoint PATH (a model.pt or checkpoint.pt)")
     if path is None:
-        preset = PRESETS["atari"] if is_atari(args.env_id) else {}
-        return tyro.cli(Args, default=dataclasses.replace(Args(), **preset), description=HELP), None
+        family = env_family(args.env_id)
+        preset = PRESETS.get(family, {})
+        args = tyro.cli(Args, default=dataclasses.replace(Args(), **preset), description=HELP)
+        sources = {f.name: "command line" if f.name in given else f"{family} preset" if f.name in preset
+                   else "default" for f in dataclasses.fields(Args)}
+        return args, None, sources
     ckpt = load_checkpoint(path)
     fields = {f.name for f in dataclasses.fields(Args)}
     stored = Args(**{k: v for k, v in ckpt["args"].items() if k in fields})
@@ -464,7 +482,7 @@ def parse_args():
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
-    return args, ckpt
+    return args, ckpt, {name: "command line" if name in given else "checkpoint" for name in fields}
 
 
 def check_args(args):
@@ -510,14 +528,14 @@ def final_evaluation(args, model, run_dir, global_step):
     return result
 
 
-def make_run_dir(args):
+def make_run_dir(args, sources):
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             versions = {"python": sys.version.split()[0], "torch": torch.__version__, "gymnasium": gym.__version__,
                         "ale_py": ale_py.__version__, "mujoco": mujoco.__version__}
-            json.dump({**dataclasses.asdict(args), "versions": versions}, f, indent=2)
+            json.dump({**dataclasses.asdict(args), "sources": sources, "versions": versions}, f, indent=2)
     except OSError as error:
         raise UsageError(f"cannot write the run directory {run_dir}: {error.strerror}") from None
     return run_dir
@@ -570,12 +588,10 @@ class Progress:
         self.file.close()
 
 
-def train(args, ckpt):
+def train(args, ckpt, sources):
     torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
     shared_model = build_model(args, ckpt)  # first: bad input must not touch the run directory
-    if args.entropy_coef is None:
-        args = dataclasses.replace(args, entropy_coef=1e-4 if shared_model.continuous else 0.01)
-    run_dir = make_run_dir(args)
+    run_dir = make_run_dir(args, sources)
     shared_params, _ = flatten_parameters(shared_model)
     shared_params.share_memory_()  # the one theta every worker reads and writes
     obs_moments = shared_model.obs_norm.moments.share_memory_() if args.normalize_obs else None
@@ -704,10 +720,10 @@ def train(args, ckpt):
 
 def main():
     torch.set_num_threads(1)
-    args, ckpt = parse_args()
+    args, ckpt, sources = parse_args()
     check_args(args)
     if not args.eval_only:
-        return train(args, ckpt)
+        return train(args, ckpt, sources)
     model = build_model(args, ckpt)
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(run_dir, exist_ok=True)

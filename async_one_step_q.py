@@ -3,8 +3,7 @@
 Docs, deviations from the paper and measured results: README.md#async_one_step_qpy
 
     python async_one_step_q.py                     # Pong, the paper's small network, all cores
-    python async_one_step_q.py --env-id CartPole-v1 --num-workers 2 --total-timesteps 250000 --learning-rate 1e-3 \
-        --target-update-interval 500 --epsilon-anneal-steps 20000
+    python async_one_step_q.py --env-id CartPole-v1 # the vector preset (PRESETS below)
     python async_one_step_q.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python async_one_step_q.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 
@@ -38,7 +37,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (UsageError, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
+from common import (UsageError, env_family, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
                     start_on_random_play)
 
 SCRIPT = "async_one_step_q.py"
@@ -108,6 +107,20 @@ class Args:
     capture_video: bool = False
     """record the final evaluation's episodes under <run-dir>/videos"""
 
+
+
+# What each family of environments (common.env_family) changes in Args' defaults, which are the paper's Atari
+# values; a flag given on the command line always wins, and config.json records where each value came from.
+# atari: the paper's values. vector (Discrete actions): a budget and schedules that fit classic control, where
+# epsilon annealed over 4M frames would still act at random at the end; docs/presets.md.
+PRESETS = {
+    "atari": dict(),
+    "vector": dict(total_timesteps=250_000, learning_rate=1e-3, target_update_interval=500, epsilon_anneal_steps=20_000,
+                   eval_interval=10_000),
+}
+HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
+    f"{family}: " + (" ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
+                     or "the paper's values") for family, preset in PRESETS.items())
 
 class QNetwork(nn.Module):
     """Q(s, .): one linear output per action on the trunk (Supplement 8)."""
@@ -383,25 +396,33 @@ def load_checkpoint(path):
 
 
 def parse_args():
-    """Parse the command line; with --resume or --eval-only, flags not given keep the checkpoint's values."""
-    args = tyro.cli(Args)
+    """Parse the command line. Flags not given come from the env family's preset, or with --resume or
+    --eval-only from the checkpoint. Returns args, the checkpoint (or None) and each value's source."""
+    args = tyro.cli(Args, description=HELP)
+    given = {token[2:].split("=")[0].replace("-", "_").removeprefix("no_") for token in sys.argv[1:]
+             if token.startswith("--")}
     path = args.resume or (args.checkpoint if args.eval_only else None)
     if args.eval_only and not args.checkpoint:
         raise UsageError("--eval-only needs --checkpoint PATH (a model.pt or checkpoint.pt)")
     if path is None:
-        return args, None
+        family = env_family(args.env_id)
+        preset = PRESETS.get(family, {})
+        args = tyro.cli(Args, default=dataclasses.replace(Args(), **preset), description=HELP)
+        sources = {f.name: "command line" if f.name in given else f"{family} preset" if f.name in preset
+                   else "default" for f in dataclasses.fields(Args)}
+        return args, None, sources
     ckpt = load_checkpoint(path)
     fields = {f.name for f in dataclasses.fields(Args)}
     stored = Args(**{k: v for k, v in ckpt["args"].items() if k in fields})
     run_dir = os.path.dirname(os.path.abspath(path)) if args.resume else None
     stored = dataclasses.replace(stored, run_dir=run_dir, resume=args.resume, eval_only=args.eval_only,
                                  checkpoint=args.checkpoint, capture_video=False)
-    args = tyro.cli(Args, default=stored)
+    args = tyro.cli(Args, default=stored, description=HELP)
     if args.resume and "square_avg" not in ckpt:
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
-    return args, ckpt
+    return args, ckpt, {name: "command line" if name in given else "checkpoint" for name in fields}
 
 
 def check_args(args):
@@ -448,14 +469,14 @@ def final_evaluation(args, model, run_dir, global_step):
     return result
 
 
-def make_run_dir(args):
+def make_run_dir(args, sources):
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             versions = {"python": sys.version.split()[0], "torch": torch.__version__, "gymnasium": gym.__version__,
                         "ale_py": ale_py.__version__, "mujoco": mujoco.__version__}
-            json.dump({**dataclasses.asdict(args), "versions": versions}, f, indent=2)
+            json.dump({**dataclasses.asdict(args), "sources": sources, "versions": versions}, f, indent=2)
     except OSError as error:
         raise UsageError(f"cannot write the run directory {run_dir}: {error.strerror}") from None
     return run_dir
@@ -508,10 +529,10 @@ class Progress:
         self.file.close()
 
 
-def train(args, ckpt):
+def train(args, ckpt, sources):
     torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
     shared_model = build_model(args, ckpt)  # first: bad input must not touch the run directory
-    run_dir = make_run_dir(args)
+    run_dir = make_run_dir(args, sources)
     shared_params, _ = flatten_parameters(shared_model)
     shared_params.share_memory_()  # the one theta every worker reads and writes
     optimizer = SharedRMSprop(shared_params, args.rms_alpha, args.rms_eps)
@@ -647,10 +668,10 @@ def train(args, ckpt):
 
 def main():
     torch.set_num_threads(1)
-    args, ckpt = parse_args()
+    args, ckpt, sources = parse_args()
     check_args(args)
     if not args.eval_only:
-        return train(args, ckpt)
+        return train(args, ckpt, sources)
     model = build_model(args, ckpt)
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(run_dir, exist_ok=True)

@@ -151,6 +151,20 @@ def is_atari(env_id):
     return env_spec(env_id)[1].entry_point == ATARI_ENTRY_POINT
 
 
+def env_family(env_id):
+    """The key of a script's PRESETS: "atari", "box" (continuous actions: MuJoCo), "vector" (vector
+    observations, Discrete actions: classic control), or None (anything else keeps the paper's values)."""
+    if is_atari(env_id):
+        return "atari"
+    env = make_env(env_id, training=False)
+    env.close()
+    if isinstance(env.action_space, gym.spaces.Box):
+        return "box"
+    if isinstance(env.action_space, gym.spaces.Discrete) and len(env.observation_space.shape) == 1:
+        return "vector"
+    return None
+
+
 def frames_per_step(env_id):
     """Emulator frames per agent step, for progress.csv's `frames`: the action repeat on Atari, else 1.
     The paper counts Atari training in frames; our global step counts agent steps."""

@@ -35,8 +35,10 @@ class Args:
     num_envs: int = 8
     ent_coef: float = 0.0
     normalize: bool = False
-    """VecNormalize observations (rl-zoo's MuJoCo setting)"""
+    """VecNormalize observations, not rewards (rl-zoo's MuJoCo setting, with --num-envs 1)"""
     eval_episodes: int = 10
+    eval_deterministic: bool = False
+    """evaluate with the mean action (rl-zoo's MuJoCo evaluation, and our scripts' --eval-greedy)"""
     log_interval: float = 1.0
     """seconds between progress.csv rows"""
     threads: int = os.cpu_count() or 1
@@ -66,14 +68,14 @@ class Progress(BaseCallback):
         return True
 
 
-def evaluate(model, env_id, episodes, seed, obs_rms):
-    """Sampled actions, as our scripts evaluate by default; whole episodes, real rewards."""
+def evaluate(model, env_id, episodes, seed, obs_rms, deterministic):
+    """Sampled actions unless deterministic, as our scripts evaluate; whole episodes, real rewards."""
     env = make_vec_env(env_id, n_envs=1, seed=seed)
     returns, obs, total = [], env.reset(), 0.0
     while len(returns) < episodes:
         if obs_rms is not None:
             obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -10, 10)
-        action, _ = model.predict(obs, deterministic=False)
+        action, _ = model.predict(obs, deterministic=deterministic)
         obs, reward, done, _ = env.step(action)
         total += float(reward[0])
         if done[0]:
@@ -90,13 +92,13 @@ if __name__ == "__main__":
         json.dump(vars(args), f, indent=2)
     env = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
     if args.normalize:
-        env = VecNormalize(env, norm_reward=True)
+        env = VecNormalize(env, norm_reward=False)
     model = A2C("MlpPolicy", env, ent_coef=args.ent_coef, seed=args.seed, device="cpu")
     progress = Progress(os.path.join(args.run_dir, "progress.csv"), args.log_interval)
     model.learn(args.total_timesteps, callback=progress)
     progress.file.close()
     returns = evaluate(model, args.env_id, args.eval_episodes, args.seed + 10_000,
-                       env.obs_rms if args.normalize else None)
+                       env.obs_rms if args.normalize else None, args.eval_deterministic)
     with open(os.path.join(args.run_dir, "eval.json"), "w") as f:
         json.dump({"env_id": args.env_id, "global_step": model.num_timesteps, "returns": returns,
                    "mean": float(np.mean(returns)), "std": float(np.std(returns))}, f, indent=2)

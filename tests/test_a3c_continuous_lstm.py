@@ -125,6 +125,16 @@ def test_observation_statistics_travel_with_the_state_dict():
     torch.testing.assert_close(restored(obs)[0][0], model(obs)[0][0])
 
 
+@pytest.mark.parametrize("lstm", [False, True])
+def test_a_box_policy_s_parameters_come_first_and_policy_size_counts_them(lstm):
+    # apply_gradient clips grads[:policy_size] (the policy) and the rest (the value network) each on its own
+    model, _ = make_model("InvertedPendulum-v5", lstm=lstm)
+    names = [name for name, _ in model.named_parameters()]
+    policy = [name for name in names if name.startswith(("body.", "mean.", "variance."))]
+    assert names[:len(policy)] == policy and len(policy) < len(names)
+    assert model.policy_size == sum(p.numel() for name, p in model.named_parameters() if name in policy)
+
+
 # --- the script as a user runs it ------------------------------------------------------
 
 def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_path):
@@ -133,7 +143,8 @@ def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_
                  "--normalize-obs", "--eval-episodes", "3", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert RUN_FILES <= set(os.listdir(run_dir))
-    assert json.load(open(run_dir / "config.json"))["entropy_coef"] == 1e-4  # Supplement 9's beta for Box actions
+    config = json.load(open(run_dir / "config.json"))
+    assert config["entropy_coef"] == a3c.PRESETS["box"]["entropy_coef"] and config["sources"]["entropy_coef"] == "box preset"
     for name in ("model.pt", "checkpoint.pt"):
         saved = torch.load(run_dir / name, weights_only=True)
         count = saved["model"]["obs_norm.moments"][0, 0] - 1  # one per training observation, less the prior

@@ -40,19 +40,40 @@ def test_help_documents_the_contract_flags():
 
 
 def parsed(monkeypatch, *flags):
+    """(args, sources) as a3c.py parses its command line."""
     monkeypatch.setattr(sys, "argv", ["a3c.py", *flags])
-    return a3c_module.parse_args()[0]
+    args, _, sources = a3c_module.parse_args()
+    return args, sources
 
 
-def test_atari_preset_fills_the_flags_not_given_and_a_given_flag_wins(monkeypatch):
-    atari = a3c_module.PRESETS["atari"]
-    pong = parsed(monkeypatch, "--env-id", "PongNoFrameskip-v4")
-    assert {name: getattr(pong, name) for name in atari} == atari
-    assert pong.learning_rate != a3c_module.Args.learning_rate  # the preset changes something
-    mine = parsed(monkeypatch, "--env-id", "ALE/Breakout-v5", "--learning-rate", "1e-3", "--no-center-init")
-    assert mine.learning_rate == 1e-3 and mine.center_init is False and mine.rms_eps == atari["rms_eps"]
-    cartpole = parsed(monkeypatch, "--env-id", "CartPole-v1")
-    assert cartpole == a3c_module.Args(env_id="CartPole-v1", num_workers=cartpole.num_workers)
+@pytest.mark.parametrize("family, env_id, flag, value", [
+    ("atari", "PongNoFrameskip-v4", "--rms-eps", 0.01),
+    ("vector", "CartPole-v1", "--learning-rate", 1e-3),
+    ("box", "InvertedPendulum-v5", "--learning-rate", 1e-3),
+])
+def test_each_family_preset_is_the_default_and_a_given_flag_wins(monkeypatch, family, env_id, flag, value):
+    preset = a3c_module.PRESETS[family]
+    args, sources = parsed(monkeypatch, "--env-id", env_id)
+    assert {name: getattr(args, name) for name in preset} == preset
+    assert any(getattr(a3c_module.Args(), name) != v for name, v in preset.items())  # the preset changes something
+    assert {name for name, source in sources.items() if source == f"{family} preset"} == set(preset)
+    assert sources["env_id"] == "command line" and sources["gamma"] == "default"
+    name = flag[2:].replace("-", "_")
+    args, sources = parsed(monkeypatch, "--env-id", env_id, f"{flag}={value}")
+    assert getattr(args, name) == value and sources[name] == "command line"
+    assert all(getattr(args, other) == v for other, v in preset.items() if other != name)  # the rest stays
+
+
+def test_a_switch_turned_off_wins_over_the_preset(monkeypatch):
+    args, sources = parsed(monkeypatch, "--env-id", "ALE/Breakout-v5", "--no-center-init")
+    assert args.center_init is False and sources["center_init"] == "command line"
+    assert args.standardize_frames is True and sources["standardize_frames"] == "atari preset"
+
+
+def test_an_env_of_no_family_keeps_the_papers_values(monkeypatch):  # (a3c.py then refuses its action space)
+    args, sources = parsed(monkeypatch, "--env-id", "tests.custom_envs:CartPoleMultiDiscrete-v1")
+    assert args == a3c_module.Args(env_id=args.env_id, num_workers=args.num_workers)
+    assert set(sources.values()) == {"command line", "default"}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +94,9 @@ def test_pong_run_writes_every_file_of_the_run_directory(pong_run):
     config = json.load(open(run_dir / "config.json"))
     assert config["env_id"] == "PongNoFrameskip-v4" and config["num_workers"] == 2
     assert {"python", "torch", "gymnasium", "ale_py", "mujoco"} <= set(config["versions"])
+    assert config["learning_rate"] == a3c_module.PRESETS["atari"]["learning_rate"]
+    assert config["sources"]["learning_rate"] == "atari preset" and config["sources"]["num_workers"] == "command line"
+    assert config["sources"]["gamma"] == "default" and set(config["sources"]) == set(config) - {"sources", "versions"}
     rows = read_csv(run_dir / "progress.csv")
     assert {"global_step", "seconds", "sps", "episodic_return", "eval_return_mean", "eval_return_std",
             "learning_rate"} <= set(rows[0])

@@ -115,6 +115,23 @@ def test_a_box_action_space_points_to_a3c(script):
     assert result.returncode == 2 and "a3c.py" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_papers_values(script, monkeypatch):
+    preset = script.PRESETS["vector"]
+    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "CartPole-v1"])
+    args, _, sources = script.parse_args()
+    assert {name: getattr(args, name) for name in preset} == preset
+    assert args.epsilon_anneal_steps < script.Args.epsilon_anneal_steps  # the preset changes the schedule
+    assert {name for name, source in sources.items() if source == "vector preset"} == set(preset)
+    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "CartPole-v1", "--target-update-interval", "77"])
+    args, _, sources = script.parse_args()
+    assert args.target_update_interval == 77 and sources["target_update_interval"] == "command line"
+    assert args.learning_rate == preset["learning_rate"] and sources["learning_rate"] == "vector preset"
+    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "PongNoFrameskip-v4"])
+    args, _, sources = script.parse_args()
+    assert args == script.Args(num_workers=args.num_workers) and sources["learning_rate"] == "default"
+
+
 @pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.SCRIPT)
 def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # resume: test_reliability.py
     script = os.path.join(ROOT, module.SCRIPT)

@@ -7,31 +7,30 @@ import sys
 
 import pytest
 
+import async_nstep_q as nq
+import async_one_step_q as oq
+import async_sarsa as sarsa
 from conftest import ROOT, evaluation_means
 
-# The README's CartPole commands. Hogwild runs differ even with one seed; the budgets leave room.
-COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--epsilon-anneal-steps", "20000", "--seed", "1",
-          "--eval-interval", "10000000"]
-# n-step Q also evaluates every 50k steps (a repeated flag: the last one wins): its final policy
-# swings (seed 1, eight runs: 500 at some evaluation in all, but a final 299.5 in one, and 192.2 in
-# a CI run), so the test asks that some evaluation solved CartPole and that the final policy is
-# still far above the untrained one (about 9).
-N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--eval-interval", "50000",
-          "--total-timesteps", "200000"]
-ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--total-timesteps", "250000"]
+# The CartPole commands of docs/presets.md: no tuning flag, the vector preset's budget and schedules.
+# Hogwild runs differ even with one seed; the budgets leave room. Evaluations every 50k steps (the
+# final one at the preset's budget): n-step Q's final policy swings (seed 1, eight runs: 500 at some
+# evaluation in all, but a final 299.5 in one, and 192.2 in a CI run), so its test asks that some
+# evaluation solved CartPole and that the final policy is still far above the untrained one (about 9).
+COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--seed", "1", "--eval-interval", "50000"]
 
 
-@pytest.mark.parametrize("script, flags, best, final", [
-    ("async_nstep_q.py", N_STEP, 475, 100),
-    ("async_one_step_q.py", ONE_STEP, 195, 195),
-    ("async_sarsa.py", ONE_STEP, 195, 195),
-])
-def test_value_based_script_learns_cartpole(tmp_path, script, flags, best, final):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *COMMON, *flags, "--run-dir", str(tmp_path)],
+@pytest.mark.parametrize("module, best, final", [
+    (nq, 475, 100),
+    (oq, 195, 195),
+    (sarsa, 195, 195),
+], ids=lambda m: getattr(m, "SCRIPT", None))
+def test_value_based_script_learns_cartpole_with_its_preset(tmp_path, module, best, final):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, module.SCRIPT), *COMMON, "--run-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.load(open(tmp_path / "eval.json"))
-    assert evaluation["global_step"] >= int(flags[-1]) and len(evaluation["returns"]) == 10
+    assert evaluation["global_step"] >= module.PRESETS["vector"]["total_timesteps"] and len(evaluation["returns"]) == 10
     assert evaluation["mean"] >= final, evaluation
     evaluations = evaluation_means(tmp_path)
     assert max(evaluations) >= best, evaluations

@@ -89,6 +89,8 @@ class Args:
     """A3C LSTM: an LSTM after the last hidden layer, 256 cells on images, 128 on vectors (Supplements 8-9)"""
     normalize_obs: bool = False
     """standardise vector observations with running statistics of all workers (not in the paper)"""
+    normalize_reward: bool = False
+    """divide each worker's training rewards by a running std of its discounted return (not in the paper)"""
     run_dir: Optional[str] = None
     """where the run writes everything (default runs/<env>__<script>__<seed>__<unix time>)"""
     eval_interval: int = 250_000
@@ -123,7 +125,7 @@ PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
     "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
     "box": dict(total_timesteps=1_000_000, learning_rate=7e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
-                normalize_obs=True, eval_greedy=True, eval_interval=50_000),
+                normalize_obs=True, normalize_reward=True, eval_greedy=True, eval_interval=50_000),
 }
 HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
     f"{family}: " + (" ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
@@ -159,14 +161,12 @@ class ActorCritic(nn.Module):
         self.continuous = isinstance(action_space, gym.spaces.Box)
         self.obs_norm = ObservationNorm(observation_space.shape) if args.normalize_obs else nn.Identity()
         self.body = Body(observation_space, args)
-        if self.continuous:  # the policy's parameters first: flat, they are grads[:policy_size] (apply_gradient)
+        if self.continuous:
+            self.value_body = Body(observation_space, args)
             self.mean = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
             self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
-            self.policy_size = sum(p.numel() for p in self.parameters())
-            self.value_body = Body(observation_space, args)
         else:
             self.policy = layer_init(nn.Linear(self.body.width, action_space.n), std=0.01)  # near-uniform start
-            self.policy_size = None  # one network: one gradient
         self.value = layer_init(nn.Linear(self.body.width, 1), std=1.0)
 
     def forward(self, obs, state=None):
@@ -250,24 +250,19 @@ def n_step_returns(rewards, terminated, bootstrap_value, gamma):
     return returns
 
 
-def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, policy_size=None):
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     """Backpropagate a segment's loss into the local flat gradient, clip it, apply it to theta.
 
-    With policy_size (Box actions: a policy and a value network that share no parameters),
-    grads[:policy_size] and the rest are clipped each on its own: clipped together, the value
-    gradient (returns in the hundreds) would shrink the policy's to almost nothing.
     Returns False (and applies nothing) when the gradient is not finite: one NaN written
     into the shared parameters would poison every worker.
     """
     grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
     loss.backward()
-    parts = (grads[:policy_size], grads[policy_size:]) if policy_size else (grads,)
-    norms = [part.norm().item() for part in parts]
-    if not np.all(np.isfinite(norms)):
+    grad_norm = grads.norm().item()
+    if not np.isfinite(grad_norm):
         return False
-    for part, norm in zip(parts, norms):
-        if norm > max_grad_norm:
-            part.mul_(max_grad_norm / norm)
+    if grad_norm > max_grad_norm:
+        grads.mul_(max_grad_norm / grad_norm)
     optimizer.step(grads, lr)  # Algorithm S3: asynchronous update of theta using the gradient
     return True
 
@@ -280,6 +275,8 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
     try:
         torch.manual_seed(seed)
         env = make_env(args.env_id, training=True)
+        if args.normalize_reward:  # wraps the episode statistics: the returns logged stay real
+            env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)
         model = ActorCritic(env.observation_space, env.action_space, args)
         params, grads = flatten_parameters(model)
         obs, _ = env.reset(seed=seed)
@@ -328,7 +325,7 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
             steps_done[rank] += len(rewards)
             step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
-            if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm, model.policy_size):
+            if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
                 stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
                 skips_in_a_row = 0
             else:  # skipped and counted; if it persists, the run has diverged and a restart cannot help

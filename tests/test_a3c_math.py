@@ -66,19 +66,6 @@ def test_apply_gradient_clips_to_max_norm():
     torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
 
 
-def test_apply_gradient_clips_the_policy_and_the_value_network_each_on_its_own():
-    params = torch.zeros(4)
-    weights = torch.nn.Parameter(torch.zeros(4))  # [policy, policy, value, value]
-    weights.grad = torch.zeros(4)
-    optimizer = SharedRMSprop(params, alpha=0.0, eps=0.0)  # square_avg = the clipped gradient squared
-    loss = lambda: (weights * torch.tensor([0.3, 0.4, 300.0, 400.0])).sum()  # norms 0.5 and 500
-    assert apply_gradient(loss(), weights.grad, optimizer, lr=1.0, max_grad_norm=5.0, policy_size=2)
-    # the policy's gradient is under the clip and stays; clipped together (norm 500) it would be 0.003, 0.004
-    torch.testing.assert_close(optimizer.square_avg, torch.tensor([0.09, 0.16, 9.0, 16.0]), rtol=1e-4, atol=0)
-    assert apply_gradient(loss(), weights.grad, optimizer, lr=1.0, max_grad_norm=5.0)  # one network: one clip
-    torch.testing.assert_close(optimizer.square_avg, torch.tensor([9e-6, 1.6e-5, 9.0, 16.0]), rtol=1e-4, atol=0)
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_apply_gradient_skips_non_finite_gradient(bad):
     params = torch.ones(2)

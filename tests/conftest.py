@@ -10,3 +10,10 @@ def evaluation_means(run_dir):
     """The eval_return_mean of every evaluation a run logged in its progress.csv, final one included."""
     with open(os.path.join(run_dir, "progress.csv")) as f:
         return [float(row["eval_return_mean"]) for row in csv.DictReader(f) if row["eval_return_mean"]]
+
+
+def parsed(script, monkeypatch, *flags):
+    """(args, sources) as `script` (an imported algorithm module) parses the command line `flags`."""
+    monkeypatch.setattr(sys, "argv", [script.SCRIPT, *flags])
+    args, _, sources = script.parse_args()
+    return args, sources

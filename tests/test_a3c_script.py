@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import a3c as a3c_module
-from conftest import ROOT
+from conftest import ROOT, parsed
 
 RUN_FILES = {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"}
 
@@ -39,13 +39,6 @@ def test_help_documents_the_contract_flags():
         assert flag in result.stdout
 
 
-def parsed(monkeypatch, *flags):
-    """(args, sources) as a3c.py parses its command line."""
-    monkeypatch.setattr(sys, "argv", ["a3c.py", *flags])
-    args, _, sources = a3c_module.parse_args()
-    return args, sources
-
-
 @pytest.mark.parametrize("family, env_id, flag, value", [
     ("atari", "PongNoFrameskip-v4", "--rms-eps", 0.01),
     ("vector", "CartPole-v1", "--learning-rate", 1e-3),
@@ -53,25 +46,25 @@ def parsed(monkeypatch, *flags):
 ])
 def test_each_family_preset_is_the_default_and_a_given_flag_wins(monkeypatch, family, env_id, flag, value):
     preset = a3c_module.PRESETS[family]
-    args, sources = parsed(monkeypatch, "--env-id", env_id)
+    args, sources = parsed(a3c_module, monkeypatch, "--env-id", env_id)
     assert {name: getattr(args, name) for name in preset} == preset
     assert any(getattr(a3c_module.Args(), name) != v for name, v in preset.items())  # the preset changes something
     assert {name for name, source in sources.items() if source == f"{family} preset"} == set(preset)
     assert sources["env_id"] == "command line" and sources["gamma"] == "default"
     name = flag[2:].replace("-", "_")
-    args, sources = parsed(monkeypatch, "--env-id", env_id, f"{flag}={value}")
+    args, sources = parsed(a3c_module, monkeypatch, "--env-id", env_id, f"{flag}={value}")
     assert getattr(args, name) == value and sources[name] == "command line"
     assert all(getattr(args, other) == v for other, v in preset.items() if other != name)  # the rest stays
 
 
 def test_a_switch_turned_off_wins_over_the_preset(monkeypatch):
-    args, sources = parsed(monkeypatch, "--env-id", "ALE/Breakout-v5", "--no-center-init")
+    args, sources = parsed(a3c_module, monkeypatch, "--env-id", "ALE/Breakout-v5", "--no-center-init")
     assert args.center_init is False and sources["center_init"] == "command line"
     assert args.standardize_frames is True and sources["standardize_frames"] == "atari preset"
 
 
 def test_an_env_of_no_family_keeps_the_papers_values(monkeypatch):  # (a3c.py then refuses its action space)
-    args, sources = parsed(monkeypatch, "--env-id", "tests.custom_envs:CartPoleMultiDiscrete-v1")
+    args, sources = parsed(a3c_module, monkeypatch, "--env-id", "tests.custom_envs:CartPoleMultiDiscrete-v1")
     assert args == a3c_module.Args(env_id=args.env_id, num_workers=args.num_workers)
     assert set(sources.values()) == {"command line", "default"}
 

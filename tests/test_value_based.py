@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 import async_nstep_q as nq
 import async_one_step_q as oq
 import async_sarsa as sarsa
-from conftest import ROOT
+from conftest import ROOT, parsed
 
 CTX = mp.get_context("spawn")
 SCRIPTS = [nq, oq, sarsa]
@@ -118,17 +118,14 @@ def test_a_box_action_space_points_to_a3c(script):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
 def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_papers_values(script, monkeypatch):
     preset = script.PRESETS["vector"]
-    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "CartPole-v1"])
-    args, _, sources = script.parse_args()
+    args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1")
     assert {name: getattr(args, name) for name in preset} == preset
     assert args.epsilon_anneal_steps < script.Args.epsilon_anneal_steps  # the preset changes the schedule
     assert {name for name, source in sources.items() if source == "vector preset"} == set(preset)
-    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "CartPole-v1", "--target-update-interval", "77"])
-    args, _, sources = script.parse_args()
+    args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1", "--target-update-interval", "77")
     assert args.target_update_interval == 77 and sources["target_update_interval"] == "command line"
     assert args.learning_rate == preset["learning_rate"] and sources["learning_rate"] == "vector preset"
-    monkeypatch.setattr(sys, "argv", [script.SCRIPT, "--env-id", "PongNoFrameskip-v4"])
-    args, _, sources = script.parse_args()
+    args, sources = parsed(script, monkeypatch, "--env-id", "PongNoFrameskip-v4")
     assert args == script.Args(num_workers=args.num_workers) and sources["learning_rate"] == "default"
 
 

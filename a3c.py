@@ -124,7 +124,7 @@ class Args:
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
     "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
-    "box": dict(total_timesteps=1_000_000, learning_rate=7e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
+    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=1e-3,
                 normalize_obs=True, normalize_reward=True, eval_greedy=True, eval_interval=50_000),
 }
 HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
@@ -404,7 +404,7 @@ def evaluator(args, shared_params, obs_moments, step_counts, messages, stop):
 def derive_seed(seed, *key):
     """The seed of one part of a run: key (rank, restarts) for a worker, () for the evaluation.
     SeedSequence hashes them, so runs with neighbouring seeds share no stream: with seed + rank,
-    run 1's worker 1 would be run 2's worker 0 (its final epsilon included)."""
+    run 1's worker 1 would be run 2's worker 0."""
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
 
 

@@ -179,12 +179,16 @@ def act(model, obs, epsilon, rng):
         return model(torch.from_numpy(obs).unsqueeze(0)).argmax().item()
 
 
-EPSILON_FINALS, EPSILON_PROBABILITIES = (0.1, 0.01, 0.5), (0.4, 0.3, 0.3)  # Supplement 8
+EPSILON_FINALS, EPSILON_PROBABILITIES = (0.01, 0.1, 0.5), (0.3, 0.4, 0.3)  # Supplement 8
 
 
-def sample_epsilon_final(rng):
-    """Each worker explores differently: its final epsilon is drawn once, at its start."""
-    return float(rng.choice(EPSILON_FINALS, p=EPSILON_PROBABILITIES))
+def epsilon_final_for(rank, num_workers):
+    """Each worker explores differently: worker `rank` of N takes the (rank + 1/2) / N quantile of the
+    paper's distribution of final epsilons, so that the N workers span it (16 workers: 5 at 0.01, 6 at 0.1,
+    5 at 0.5; 2 workers: 0.01 and 0.5). The paper draws each worker's at random, which with few workers can
+    leave them all at 0.5 or all at 0.01; docs/presets.md."""
+    quantile = (rank + 0.5) / num_workers
+    return EPSILON_FINALS[int(np.searchsorted(np.cumsum(EPSILON_PROBABILITIES), quantile, side="right"))]
 
 
 def epsilon_at(global_step, epsilon_final, anneal_steps):
@@ -236,7 +240,7 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
     try:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        epsilon_final = sample_epsilon_final(rng)
+        epsilon_final = epsilon_final_for(rank, args.num_workers)
         env = make_env(args.env_id, training=True)
         model = QNetwork(env.observation_space, env.action_space.n, args)
         params, grads = flatten_parameters(model)
@@ -348,7 +352,7 @@ def evaluator(args, shared_params, step_counts, messages, stop):
 def derive_seed(seed, *key):
     """The seed of one part of a run: key (rank, restarts) for a worker, () for the evaluation.
     SeedSequence hashes them, so runs with neighbouring seeds share no stream: with seed + rank,
-    run 1's worker 1 would be run 2's worker 0 (its final epsilon included)."""
+    run 1's worker 1 would be run 2's worker 0."""
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
 
 

@@ -124,7 +124,7 @@ class Args:
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
     "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
-    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=1e-3,
+    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=3e-4,
                 normalize_obs=True, normalize_reward=True, eval_greedy=True, eval_interval=50_000),
 }
 HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(

@@ -113,7 +113,7 @@ class Args:
 # values; a flag given on the command line always wins, and config.json records where each value came from.
 # atari: the paper's values. vector (Discrete actions): a budget and schedules that fit classic control, where
 # epsilon annealed over 4M frames would still act at random at the end, and 20-step segments (with the paper's 5,
-# 1-2 of 5 CartPole seeds ended below 400 in 300k steps); docs/presets.md.
+# 1-3 of 5 CartPole seeds ended below 400 in 250k-300k steps); docs/presets.md.
 PRESETS = {
     "atari": dict(),
     "vector": dict(total_timesteps=300_000, learning_rate=1e-3, t_max=20, target_update_interval=500,

@@ -39,12 +39,14 @@ def test_a3c_solves_cartpole_with_two_workers_and_its_preset(tmp_path):
 
 def test_gaussian_a3c_learns_to_follow_a_target(tmp_path):
     # tests/custom_envs.py: reward -(a - x)^2 for an observed x ~ U(-1, 1). The untrained mean
-    # action scores about -1/3 (-0.359 with a learning rate of 1e-7); with the box preset's other
-    # values (reward normalisation and entropy 3e-4 included), seeds 1-3 ended at -0.0001 to -0.0003
-    # at 5k steps. InvertedPendulum (5/5 seeds at 150k, docs/presets.md) would take minutes.
+    # action scores about -1/3 (-0.359 with a learning rate of 1e-7). With the box preset's other
+    # values (reward normalisation and entropy 3e-4 included), 45 runs of seed 1 at 5k steps ended
+    # between -0.00005 and -0.0009 on the 2-core machine, but one CI run ended at -0.0135. At 10k
+    # steps 6 runs ended between -0.00008 and -0.0003. The bar, a tenth of the untrained score,
+    # fails a mean head that does not learn a = x. InvertedPendulum (docs/presets.md) would take minutes.
     flags = ("--learning-rate", "3e-3", "--eval-episodes", "100", "--eval-greedy")
-    evaluation = train(tmp_path, "tests.custom_envs:FollowTarget-v0", 5_000, *flags)
-    assert evaluation["mean"] >= -0.01, evaluation["mean"]
+    evaluation = train(tmp_path, "tests.custom_envs:FollowTarget-v0", 10_000, *flags)
+    assert evaluation["mean"] >= -0.03, evaluation["mean"]
 
 
 def test_lstm_remembers_a_cue_where_the_feed_forward_agent_cannot(tmp_path):

@@ -3,7 +3,7 @@
 Docs, deviations from the paper and measured results: README.md#a3cpy
 
     python a3c.py                                  # Pong with the Atari preset (PRESETS below), all cores
-    python a3c.py --env-id CartPole-v1             # the vector preset: 100k steps, about 70-80 s on 2 cores
+    python a3c.py --env-id CartPole-v1             # the vector preset: 100k steps, about 30 s on 2 cores
     python a3c.py --env-id HalfCheetah-v5          # the box preset (MuJoCo): 1M steps
     python a3c.py --lstm                           # A3C LSTM: 256 LSTM cells after the last hidden layer
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
@@ -87,6 +87,9 @@ class Args:
     """tanh MLP trunk for vector observations (with Box actions, one for the policy and one for the value)"""
     lstm: bool = False
     """A3C LSTM: an LSTM after the last hidden layer, 256 cells on images, 128 on vectors (Supplements 8-9)"""
+    state_independent_std: bool = False
+    """Box actions: one learned log standard deviation per action dimension, the same in every state, instead of
+    the paper's variance output softplus(w . h) (not in the paper)"""
     normalize_obs: bool = False
     """standardise vector observations with running statistics of all workers (not in the paper)"""
     normalize_reward: bool = False
@@ -124,8 +127,9 @@ class Args:
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
     "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
-    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=3e-4,
-                normalize_obs=True, normalize_reward=True, eval_greedy=True, eval_interval=50_000),
+    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
+                state_independent_std=True, normalize_obs=True, normalize_reward=True, eval_greedy=True,
+                eval_interval=50_000),
 }
 HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
     f"{family}: " + (" ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
@@ -153,8 +157,9 @@ class Body(nn.Module):
 class ActorCritic(nn.Module):
     """pi(a|s) and V(s). Discrete actions: a softmax policy and a linear value sharing all other
     layers (Section 4). Box actions: a Gaussian policy, its mean from a linear layer and its
-    variance from softplus of another, and a value network sharing no parameters with it
-    (Supplement 9; each on the tanh MLP trunk, not the paper's 200 ReLUs: see the README)."""
+    variance from softplus of another (or, with --state-independent-std, from a parameter vector),
+    and a value network sharing no parameters with it (Supplement 9; each on the tanh MLP trunk,
+    not the paper's 200 ReLUs: see the README)."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()
@@ -164,7 +169,10 @@ class ActorCritic(nn.Module):
         if self.continuous:
             self.value_body = Body(observation_space, args)
             self.mean = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
-            self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
+            if args.state_independent_std:  # log sigma starts at 0 (the softplus head: variance 0.69)
+                self.log_std = nn.Parameter(torch.zeros(action_space.shape[0]))
+            else:
+                self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
         else:
             self.policy = layer_init(nn.Linear(self.body.width, action_space.n), std=0.01)  # near-uniform start
         self.value = layer_init(nn.Linear(self.body.width, 1), std=1.0)
@@ -178,7 +186,11 @@ class ActorCritic(nn.Module):
         policy_state, value_state = state or (None, None)
         hidden, policy_state = self.body(obs, policy_state)
         value_hidden, value_state = self.value_body(obs, value_state)
-        policy = (self.mean(hidden), F.softplus(self.variance(hidden)))
+        mean = self.mean(hidden)
+        if hasattr(self, "log_std"):
+            policy = (mean, (2 * self.log_std).exp().expand_as(mean))
+        else:
+            policy = (mean, F.softplus(self.variance(hidden)))
         return policy, self.value(value_hidden).squeeze(-1), (policy_state, value_state)
 
 
@@ -509,7 +521,8 @@ def build_model(args, ckpt=None):
             model.load_state_dict(ckpt["model"])
     except RuntimeError as error:
         raise UsageError(f"the checkpoint does not fit this network ({str(error).splitlines()[1].strip()}); "
-                         "pass the --network / --hidden-sizes it was trained with") from None
+                         "pass the --network / --hidden-sizes / --state-independent-std it was trained with"
+                         ) from None
     return model
 
 
@@ -527,6 +540,9 @@ def final_evaluation(args, model, run_dir, global_step):
 
 def make_run_dir(args, sources):
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
+    if not args.resume and os.path.exists(os.path.join(run_dir, "progress.csv")):  # never mix two runs' data
+        raise UsageError(f"{run_dir} already holds a run: continue it with --resume {run_dir}/checkpoint.pt, "
+                         "or choose another --run-dir")
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:

@@ -476,6 +476,9 @@ def final_evaluation(args, model, run_dir, global_step):
 
 def make_run_dir(args, sources):
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
+    if not args.resume and os.path.exists(os.path.join(run_dir, "progress.csv")):  # never mix two runs' data
+        raise UsageError(f"{run_dir} already holds a run: continue it with --resume {run_dir}/checkpoint.pt, "
+                         "or choose another --run-dir")
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:

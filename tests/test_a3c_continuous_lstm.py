@@ -51,6 +51,27 @@ def test_gaussian_policy_and_value_share_no_parameters():
     assert model.body.trunk[0].out_features == 64 and model.value_body.trunk[0].out_features == 64
 
 
+def test_state_independent_std_is_one_learned_sigma_for_every_state():
+    model, env = make_model("HalfCheetah-v5", state_independent_std=True)
+    (mean, variance), _, _ = model(torch.randn(2, 17))
+    assert not torch.allclose(mean[0], mean[1])  # the mean depends on the state, the variance does not
+    torch.testing.assert_close(variance, torch.ones(2, 6))  # log sigma starts at 0
+    with torch.no_grad():
+        model.log_std.copy_(torch.log(torch.tensor([0.5, 1, 1, 1, 1, 2.0])))
+    (mean, variance), _, _ = model(torch.randn(3, 17))
+    torch.testing.assert_close(variance[2], torch.tensor([0.25, 1, 1, 1, 1, 4.0]))
+    # the entropy term reaches log sigma: dH/d(log sigma_i) = 1 per state and dimension
+    _, entropy = a3c.log_prob_and_entropy((mean, variance), torch.zeros(3, 6), continuous=True)
+    entropy.sum().backward()
+    torch.testing.assert_close(model.log_std.grad, torch.full((6,), 3.0))
+    assert not hasattr(model, "variance")
+    # a checkpoint of the other head does not load silently
+    other, _ = make_model("HalfCheetah-v5")
+    args = dataclasses.replace(a3c.Args(), env_id="HalfCheetah-v5", state_independent_std=True)
+    with pytest.raises(a3c.UsageError, match="state-independent-std"):
+        a3c.build_model(args, {"model": other.state_dict()})
+
+
 def test_gaussian_actions_are_clipped_only_on_the_way_to_the_environment():
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     action = torch.tensor([3.0, -0.5])

@@ -159,11 +159,14 @@ def main_with_flags(monkeypatch, *flags):
     (["--eval-only", "--checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
     (["--resume", "CORRUPT"], "cannot read checkpoint"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
+    (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
 ])
 def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
     """In-process for speed (each subprocess imports torch); the next test checks what the user sees."""
     flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "progress.csv").write_text("global_step\n")  # another run's data, not to be mixed into
     monkeypatch.chdir(tmp_path)
     with pytest.raises(a3c_module.UsageError, match=re.escape(message)):  # the last of a repeated flag wins
         main_with_flags(monkeypatch, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)

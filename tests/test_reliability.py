@@ -194,12 +194,15 @@ def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script
     (["--resume", "acrobot.pt", "--env-id", "CartPole-v1"], "is for Acrobot-v1, not CartPole-v1"),
     (["--resume", "other_shape.pt"], "does not fit this network"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
+    (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
 ])
 def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, message):
     """In-process for speed: `__main__` turns a UsageError into one line and exit 2, as the
     subprocess tests of a3c.py and test_a_box_action_space_points_to_a3c check."""
     module = importlib.import_module(script[:-3])
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "progress.csv").write_text("global_step\n")  # another run's data, not to be mixed into
     fake = {"args": {"env_id": "Acrobot-v1"}, "model": {}, "square_avg": torch.zeros(1), "global_step": 0}
     torch.save({**fake, "script": "a3c.py"}, tmp_path / "a3c.pt")
     torch.save({**fake, "script": script}, tmp_path / "acrobot.pt")

@@ -1,6 +1,6 @@
 """A3C: asynchronous advantage actor-critic (Mnih et al. 2016, Algorithm S3).
 
-Docs, deviations from the paper and measured results: README.md#a3cpy
+Docs, deviations from the paper and measured results: docs/a3c.md
 
     python a3c.py                                  # Pong with the Atari preset (PRESETS below), all cores
     python a3c.py --env-id CartPole-v1             # the vector preset: 100k steps, about 30 s on 2 cores
@@ -159,7 +159,7 @@ class ActorCritic(nn.Module):
     layers (Section 4). Box actions: a Gaussian policy, its mean from a linear layer and its
     variance from softplus of another (or, with --state-independent-std, from a parameter vector),
     and a value network sharing no parameters with it (Supplement 9; each on the tanh MLP trunk,
-    not the paper's 200 ReLUs: see the README)."""
+    not the paper's 200 ReLUs: see docs/a3c.md)."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()
@@ -313,7 +313,8 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
                 rewards.append(reward)
                 obs = next_obs
                 if "episode" in info:  # a whole game ended (not just a life): real return
-                    messages.send(("episode", int(steps_done.sum()), float(info["episode"]["r"]), int(info["episode"]["l"])))
+                    episode = info["episode"]
+                    messages.send(("episode", int(steps_done.sum()), float(episode["r"]), int(episode["l"])))
                 if terminated or truncated:
                     obs, _ = env.reset()
                     break
@@ -539,7 +540,8 @@ def final_evaluation(args, model, run_dir, global_step):
 
 
 def make_run_dir(args, sources):
-    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
+    name = f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}"
+    run_dir = args.run_dir or os.path.join("runs", name)
     if not args.resume and os.path.exists(os.path.join(run_dir, "progress.csv")):  # never mix two runs' data
         raise UsageError(f"{run_dir} already holds a run: continue it with --resume {run_dir}/checkpoint.pt, "
                          "or choose another --run-dir")
@@ -613,7 +615,8 @@ def train(args, ckpt, sources):
     # Lock-free: a worker killed while holding a lock (an Event has one) would block every other.
     stop = ctx.RawValue("b", False)
     step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
-    global_step = lambda: int(step_counts.sum())
+    def global_step():
+        return int(step_counts.sum())
     seconds_before = 0.0
     if ckpt is not None:
         optimizer.square_avg.copy_(ckpt["square_avg"])
@@ -727,7 +730,8 @@ def train(args, ckpt, sources):
                  eval_return_mean=result["mean"], eval_return_std=result["std"], learning_rate=0.0,
                  skipped_updates=skipped)
     progress.close()
-    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; run in {run_dir}")
+    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; "
+          f"run in {run_dir}")
     return 0
 
 

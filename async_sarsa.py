@@ -1,6 +1,6 @@
 """Asynchronous one-step Sarsa (Mnih et al. 2016, Algorithm 1 with the Sarsa target).
 
-Docs, deviations from the paper and measured results: README.md#async_sarsapy
+Docs, deviations from the paper and measured results: docs/value_based.md
 
     python async_sarsa.py                          # Pong, the paper's small network, all cores
     python async_sarsa.py --env-id CartPole-v1     # the vector preset (PRESETS below)
@@ -267,7 +267,8 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
                 rewards.append(reward)
                 obs = next_obs
                 if "episode" in info:  # a whole game ended (not just a life): real return
-                    messages.send(("episode", int(steps_done.sum()), float(info["episode"]["r"]), int(info["episode"]["l"])))
+                    episode = info["episode"]
+                    messages.send(("episode", int(steps_done.sum()), float(episode["r"]), int(episode["l"])))
                 if terminated or truncated:
                     obs, _ = env.reset()
                     break
@@ -483,7 +484,8 @@ def final_evaluation(args, model, run_dir, global_step):
 
 
 def make_run_dir(args, sources):
-    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}")
+    name = f"{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}"
+    run_dir = args.run_dir or os.path.join("runs", name)
     if not args.resume and os.path.exists(os.path.join(run_dir, "progress.csv")):  # never mix two runs' data
         raise UsageError(f"{run_dir} already holds a run: continue it with --resume {run_dir}/checkpoint.pt, "
                          "or choose another --run-dir")
@@ -556,7 +558,8 @@ def train(args, ckpt, sources):
     # Lock-free: a worker killed while holding a lock (an Event has one) would block every other.
     stop = ctx.RawValue("b", False)
     step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()  # last: steps before resume
-    global_step = lambda: int(step_counts.sum())
+    def global_step():
+        return int(step_counts.sum())
     seconds_before = 0.0
     # The target network theta^- in shared memory, and how many times it has been refreshed.
     target_params, target_version = shared_params.clone().share_memory_(), ctx.Value("q", 0)
@@ -580,8 +583,8 @@ def train(args, ckpt, sources):
         receiver, sender = ctx.Pipe(duplex=False)
         if rank < args.num_workers:
             seed = derive_seed(args.seed, rank, restarts)  # a restart does not replay its predecessor
-            process = ctx.Process(target=worker, daemon=True, args=(rank, seed, args, shared_params, target_params,
-                                                                    optimizer, step_counts, target_version, sender, stop))
+            process = ctx.Process(target=worker, daemon=True, args=(
+                rank, seed, args, shared_params, target_params, optimizer, step_counts, target_version, sender, stop))
         else:
             process = ctx.Process(target=evaluator, daemon=True, args=(args, shared_params, step_counts, sender, stop))
         process.start()
@@ -678,7 +681,8 @@ def train(args, ckpt, sources):
                  eval_return_mean=result["mean"], eval_return_std=result["std"], learning_rate=0.0,
                  skipped_updates=skipped)
     progress.close()
-    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; run in {run_dir}")
+    print(f"eval mean {result['mean']:.2f} +- {result['std']:.2f} over {len(result['returns'])} episodes; "
+          f"run in {run_dir}")
     return 0
 
 

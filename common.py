@@ -206,7 +206,7 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
 # ---------------------------------------------------------------------------------------
 
 
-def layer_init(layer, std=np.sqrt(2), bias=0.0):
+def layer_init(layer, std=2**0.5, bias=0.0):
     """Orthogonal weights with gain std and constant biases (the usual A2C/PPO choice)."""
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -339,7 +339,8 @@ class ObservationNorm(nn.Module):
 
     def __init__(self, shape):
         super().__init__()
-        self.register_buffer("moments", torch.stack([torch.ones(shape), torch.zeros(shape), torch.ones(shape)]).double())
+        prior = torch.stack([torch.ones(shape), torch.zeros(shape), torch.ones(shape)])  # count, sum, sum of squares
+        self.register_buffer("moments", prior.double())
 
     @staticmethod
     def moments_of(observations):

@@ -7,7 +7,7 @@
 The reference scores are the no-op-starts ones (random play and the professional human
 tester, as tabulated with DQN and its successors), matching how our evaluation starts
 episodes (up to 30 random no-ops). The paper's Table 1 uses human starts, whose reference
-scores differ and are not public for every game: compare with care, as the README says.
+scores differ and are not public for every game: compare with care (docs/results.md).
 Games: six of the paper's Table S3 (Pong, Breakout, BeamRider, Q*bert, Seaquest, SpaceInvaders).
 """
 

@@ -70,7 +70,8 @@ def main():
     args = tyro.cli(Args)
     run_dir = tempfile.mkdtemp(prefix="memory_")
     command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--num-workers",
-               str(args.workers), "--total-timesteps", str(10**10), "--run-dir", run_dir, *shlex.split(args.script_flags)]
+               str(args.workers), "--total-timesteps", str(10**10), "--run-dir", run_dir,
+               *shlex.split(args.script_flags)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     start, samples = time.time(), []
     try:

@@ -66,7 +66,7 @@ def draw(args, methods):
 
     figure, axes = plt.subplots(1, len(args.x), figsize=(5.5 * len(args.x), 4), sharey=True, squeeze=False)
     axes = axes[0]
-    for axis, x in zip(axes, args.x):
+    for axis, x in zip(axes, args.x, strict=True):
         scale = args.frames_per_step if x == "frames" else 1
         for label, runs in methods.items():
             curves = [(run[0 if x != "seconds" else 1] * scale, smoothed(run[2], args.smooth)) for run in runs]

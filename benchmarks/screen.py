@@ -43,11 +43,11 @@ def main(args):
     for run_dir in args.run_dirs:
         path = os.path.join(run_dir, "progress.csv")
         steps, _, returns = read_curve(path, "episodic_return")
-        entropy = dict(zip(*read_curve(path, "entropy")[::2]))
+        entropy = dict(zip(*read_curve(path, "entropy")[::2], strict=True))
         returns_by_window = windows(steps, returns, args.window)
         entropy_steps = np.array(sorted(entropy))
         entropy_by_window = windows(entropy_steps, np.array([entropy[s] for s in entropy_steps]), args.window)
-        evaluations = list(zip(*read_curve(path, "eval_return_mean")[::2]))
+        evaluations = list(zip(*read_curve(path, "eval_return_mean")[::2], strict=True))
         print(f"{run_dir}: {int(steps[-1]) if len(steps) else 0} steps")
         for start, mean in returns_by_window.items():
             window_entropy = entropy_by_window.get(start, float("nan"))

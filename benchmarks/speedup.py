@@ -2,7 +2,7 @@
 
     python benchmarks/speedup.py --workers 1 2 --seeds 1 2 3
 
-Runs each script on CartPole-v1 with its README command, once per worker count and seed,
+Runs each script on CartPole-v1 with its CartPole command (docs/results.md), once per worker count and seed,
 and reads from progress.csv the wall time (and global step) of the first log row whose
 mean training return reaches the reference score. Reports medians over seeds and the
 speed-up of each worker count over the first, as a table and as JSON.
@@ -24,7 +24,7 @@ from learning import first_reaching, read_curve  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--epsilon-anneal-steps", "20000"]
 ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--epsilon-anneal-steps", "20000"]
-COMMANDS = {  # the README's CartPole settings, with a budget long enough for one worker
+COMMANDS = {  # the CartPole settings of docs/results.md, with a budget long enough for one worker
     "a3c.py": ["--learning-rate", "1e-2", "--entropy-coef", "0", "--total-timesteps", "100000"],
     "async_nstep_q.py": N_STEP + ["--total-timesteps", "150000"],
     "async_one_step_q.py": ONE_STEP + ["--total-timesteps", "200000"],
@@ -88,10 +88,12 @@ if __name__ == "__main__":
     print(f"{'script':<20} {'workers':>7} {'seconds':>8} {'steps':>8} {'speed-up':>9} {'reached':>8}")
     for r in results:
         first = next(x for x in results if x["script"] == r["script"])
-        speedup = first["median_seconds"] / r["median_seconds"] if first["median_seconds"] and r["median_seconds"] else None
+        both = first["median_seconds"] and r["median_seconds"]
+        speedup = first["median_seconds"] / r["median_seconds"] if both else None
         r["speedup"] = speedup
         reached = f"{sum(s is not None for s in r['seconds'])}/{len(r['seconds'])}"
         print(f"{r['script']:<20} {r['workers']:>7} {r['median_seconds'] or float('nan'):>8.1f} "
               f"{r['median_steps'] or float('nan'):>8.0f} {speedup or float('nan'):>9.2f} {reached:>8}")
     with open(args.output, "w") as f:
-        json.dump({"reference_score": args.reference_score, "cpu_count": os.cpu_count(), "results": results}, f, indent=2)
+        summary = {"reference_score": args.reference_score, "cpu_count": os.cpu_count(), "results": results}
+        json.dump(summary, f, indent=2)

@@ -36,8 +36,8 @@ sys.path.insert(0, ROOT)
 SCRIPTS = ("a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py")
 # The value-based scripts act at random until epsilon has annealed (1M steps by default),
 # which skips the acting forward pass; measure their steady state with the final epsilons.
-STEADY_STATE = {"a3c.py": [], "async_nstep_q.py": ["--epsilon-anneal-steps", "1"],
-                "async_one_step_q.py": ["--epsilon-anneal-steps", "1"], "async_sarsa.py": ["--epsilon-anneal-steps", "1"]}
+STEADY_STATE = {"a3c.py": [], **{script: ["--epsilon-anneal-steps", "1"]
+                                 for script in ("async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py")}}
 
 
 def powers_of_two_up_to_the_cores():

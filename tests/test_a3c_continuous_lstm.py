@@ -30,7 +30,8 @@ def test_gaussian_log_prob_and_entropy_match_torch_distributions():
     torch.testing.assert_close(log_prob, reference.log_prob(actions).sum(-1))
     torch.testing.assert_close(entropy, reference.entropy().sum(-1))
     # by hand for one dimension: H = 1/2 (log(2 pi sigma^2) + 1)
-    assert entropy[0].item() == pytest.approx(0.5 * (np.log(2 * np.pi * 0.25) + 1) + 0.5 * (np.log(2 * np.pi * 2.0) + 1))
+    by_hand = 0.5 * (np.log(2 * np.pi * 0.25) + 1) + 0.5 * (np.log(2 * np.pi * 2.0) + 1)
+    assert entropy[0].item() == pytest.approx(by_hand)
 
 
 def test_softmax_log_prob_and_entropy_match_torch_distributions():
@@ -79,7 +80,8 @@ def test_gaussian_actions_are_clipped_only_on_the_way_to_the_environment():
     assert action.tolist() == [3.0, -0.5]  # the sample the loss sees is untouched
 
 
-@pytest.mark.parametrize("env_id, cells", [("CartPole-v1", 128), ("InvertedPendulum-v5", 128), ("PongNoFrameskip-v4", 256)])
+@pytest.mark.parametrize("env_id, cells",
+                         [("CartPole-v1", 128), ("InvertedPendulum-v5", 128), ("PongNoFrameskip-v4", 256)])
 def test_lstm_sizes_follow_the_paper(env_id, cells):
     model, _ = make_model(env_id, lstm=True)
     assert model.body.lstm.hidden_size == cells
@@ -149,6 +151,7 @@ def test_observation_statistics_travel_with_the_state_dict():
 
 # --- the script as a user runs it ------------------------------------------------------
 
+@pytest.mark.slow
 def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_path):
     run_dir = tmp_path / "run"
     result = run_a3c("--env-id", "InvertedPendulum-v5", "--num-workers", "2", "--total-timesteps", "2000",
@@ -156,7 +159,8 @@ def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert RUN_FILES <= set(os.listdir(run_dir))
     config = json.load(open(run_dir / "config.json"))
-    assert config["entropy_coef"] == a3c.PRESETS["box"]["entropy_coef"] and config["sources"]["entropy_coef"] == "box preset"
+    assert config["entropy_coef"] == a3c.PRESETS["box"]["entropy_coef"]
+    assert config["sources"]["entropy_coef"] == "box preset"
     for name in ("model.pt", "checkpoint.pt"):
         saved = torch.load(run_dir / name, weights_only=True)
         count = saved["model"]["obs_norm.moments"][0, 0] - 1  # one per training observation, less the prior
@@ -165,9 +169,11 @@ def test_mujoco_run_with_normalised_observations_round_trips_its_statistics(tmp_
     # evaluating model.pt alone gives the very episodes of the final evaluation: same statistics, same seed
     replay = run_a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--run-dir", str(tmp_path / "replay"))
     assert replay.returncode == 0, replay.stderr[-3000:]
-    assert json.load(open(tmp_path / "replay" / "eval.json"))["returns"] == json.load(open(run_dir / "eval.json"))["returns"]
+    replayed = json.load(open(tmp_path / "replay" / "eval.json"))["returns"]
+    assert replayed == json.load(open(run_dir / "eval.json"))["returns"]
 
 
+@pytest.mark.slow
 def test_pong_run_with_lstm(tmp_path):
     result = run_a3c("--env-id", "PongNoFrameskip-v4", "--lstm", "--num-workers", "2", "--total-timesteps", "400",
                  "--eval-episodes", "1", "--eval-max-steps", "100", "--run-dir", str(tmp_path))
@@ -177,6 +183,7 @@ def test_pong_run_with_lstm(tmp_path):
     assert json.load(open(tmp_path / "eval.json"))["global_step"] >= 400
 
 
+@pytest.mark.slow
 def test_normalised_rewards_train_the_worker_but_the_logged_returns_stay_real(tmp_path):
     result = run_a3c("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "3000", "--normalize-reward",
                      "--log-interval", "0.2", "--eval-episodes", "2", "--run-dir", str(tmp_path))

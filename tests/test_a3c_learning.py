@@ -1,7 +1,7 @@
 """a3c.py learns: 2 workers, a fixed seed and step budget, score read from eval.json.
 
 Hogwild makes runs differ even with one seed, so each budget leaves room for a slow run
-(README: the same command over several seeds)."""
+(docs/presets.md: the same command over several seeds)."""
 
 import json
 import os
@@ -13,9 +13,11 @@ import pytest
 import a3c
 from conftest import ROOT, evaluation_means
 
+pytestmark = pytest.mark.slow  # learning runs: the full suite only
+
 
 def train(run_dir, env_id, total_timesteps, *flags):
-    """Run a3c.py as the README does and return its final evaluation."""
+    """Run a3c.py as a user does and return its final evaluation."""
     flags = ("--eval-episodes", "10", "--run-dir", str(run_dir), *flags)  # a repeated flag: the last one wins
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "a3c.py"), "--env-id", env_id, "--num-workers", "2",
@@ -39,8 +41,10 @@ def test_a3c_solves_cartpole_with_two_workers_and_its_preset(tmp_path):
     assert max(evaluations) >= 475, evaluations
 
 
-@pytest.mark.parametrize("flags", [(), ("--no-state-independent-std", "--entropy-coef", "3e-4", "--learning-rate", "3e-3")],
-                         ids=["box-preset", "softplus-variance"])
+SOFTPLUS_VARIANCE = ("--no-state-independent-std", "--entropy-coef", "3e-4", "--learning-rate", "3e-3")
+
+
+@pytest.mark.parametrize("flags", [(), SOFTPLUS_VARIANCE], ids=["box-preset", "softplus-variance"])
 def test_gaussian_a3c_learns_to_follow_a_target(tmp_path, flags):
     # tests/custom_envs.py: reward -(a - x)^2 for an observed x ~ U(-1, 1). The untrained mean
     # action scores about -1/3 (-0.359 with a learning rate of 1e-7). At 10k steps on the 2-core machine:

@@ -78,6 +78,7 @@ def pong_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_pong_run_writes_every_file_of_the_run_directory(pong_run):
     run_dir, result = pong_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -102,6 +103,7 @@ def test_pong_run_writes_every_file_of_the_run_directory(pong_run):
     assert checkpoint["global_step"] >= 600 and "square_avg" in checkpoint
 
 
+@pytest.mark.slow
 def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
     run_dir, _ = pong_run
     result = a3c("--eval-only", "--checkpoint", str(run_dir / "model.pt"), "--eval-episodes", "2",
@@ -113,6 +115,7 @@ def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
     assert sorted(os.listdir(tmp_path / "videos")) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_global_step_and_the_progress_file(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     first = a3c("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "3000", "--eval-episodes", "2",
@@ -180,4 +183,5 @@ def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
 def test_bad_input_exits_2_with_one_line_and_no_traceback(flags, message):
     result = a3c("--env-id", "CartPole-v1", *flags)
     assert result.returncode == 2
-    assert result.stderr.startswith("a3c.py: " + message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("a3c.py: " + message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

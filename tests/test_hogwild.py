@@ -22,8 +22,10 @@ def test_worker_process_updates_parents_shared_parameters_and_statistics():
     obs_moments = model.obs_norm.moments.share_memory_()
     optimizer = a3c.SharedRMSprop(params)
     before = params.clone()
-    step_counts, stop, (_, messages) = torch.zeros(2, dtype=torch.int64).share_memory_(), CTX.RawValue("b", False), CTX.Pipe(False)
-    child = CTX.Process(target=a3c.worker, args=(0, 1, args, params, obs_moments, optimizer, step_counts, messages, stop))
+    step_counts, stop = torch.zeros(2, dtype=torch.int64).share_memory_(), CTX.RawValue("b", False)
+    _, messages = CTX.Pipe(False)
+    worker_args = (0, 1, args, params, obs_moments, optimizer, step_counts, messages, stop)
+    child = CTX.Process(target=a3c.worker, args=worker_args)
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0

@@ -73,13 +73,15 @@ class Run:
 
     def assert_no_process_left(self, seconds=5):
         deadline = time.time() + seconds
-        alive = lambda: [pid for pid in self.children_seen if os.path.exists(f"/proc/{pid}")
-                         and "zombie" not in open(f"/proc/{pid}/status").read()]
+        def alive():
+            return [pid for pid in self.children_seen if os.path.exists(f"/proc/{pid}")
+                    and "zombie" not in open(f"/proc/{pid}/status").read()]
         while alive():
             assert time.time() < deadline, f"processes {alive()} outlived the run"
             time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_run_survives_a_killed_worker_and_nan_rewards_and_its_children_die_with_it(tmp_path, script):
     # Every 50th reward is NaN: the update of that segment is skipped and counted.
@@ -110,6 +112,7 @@ def test_children_started_but_still_importing_die_with_a_killed_main_process(tmp
 
 
 # a3c.py restarts its failing worker once; the others stop at the first failure (no restart to start).
+@pytest.mark.slow
 @pytest.mark.parametrize("script, restarts", [("a3c.py", 1)] + [(script, 0) for script in SCRIPTS[1:]])
 def test_a_worker_failing_past_the_restart_limit_stops_the_run_with_exit_1(tmp_path, script, restarts):
     # The env raises at its 301st step, in the first worker and in each restarted one.
@@ -132,9 +135,12 @@ def same(a, b):
 
 
 # SIGINT for two scripts, SIGTERM for the other two: the handler is the same code in each.
-@pytest.mark.parametrize("script, signum", list(zip(SCRIPTS, [signal.SIGINT, signal.SIGTERM] * 2)))
+@pytest.mark.slow
+@pytest.mark.parametrize("script, signum", list(zip(SCRIPTS, [signal.SIGINT, signal.SIGTERM] * 2, strict=True)))
 def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_path, script, signum):
-    total = 4000
+    # A budget the signal lands well inside: with 20-step segments (the one-step methods' vector preset) a
+    # 4,000-step run once finished before its SIGTERM arrived.
+    total = 20_000
     run = Run(script, tmp_path / "run", total_timesteps=total)
     run.wait_for(lambda: run.global_step() > 500, 120, "steps")
     run.process.send_signal(signum)
@@ -168,6 +174,7 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_would(tmp_p
     assert rows_after[:len(rows)] == rows and int(rows_after[len(rows)]["global_step"]) >= interrupted["global_step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script):
     # After 300 steps every reward is NaN: a worker stops the run after 100 skipped updates in a row.

@@ -40,6 +40,7 @@ def train_one_worker(script, run_dir, seed):
     return torch.load(os.path.join(run_dir, "model.pt"), weights_only=True)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
 def test_one_worker_runs_with_one_seed_end_with_bit_identical_weights(module, tmp_path):
     first, again, other = (train_one_worker(module.SCRIPT, tmp_path / name, seed)

@@ -54,7 +54,8 @@ def test_sarsa_target_uses_the_action_taken_next_not_the_max():
     targets = sarsa.sarsa_targets([1.0, 0.0, 2.0], terminated=False, next_q_target=next_q, next_actions=[0, 1, 1],
                                   gamma=0.5)
     np.testing.assert_allclose(targets, [1.0 + 0.5 * 1.0, 0.5 * -1.0, 2.0 + 0.5 * 0.0])
-    terminal = sarsa.sarsa_targets([1.0, 3.0], terminated=True, next_q_target=next_q[:2], next_actions=[1, 0], gamma=0.5)
+    terminal = sarsa.sarsa_targets([1.0, 3.0], terminated=True, next_q_target=next_q[:2], next_actions=[1, 0],
+                                   gamma=0.5)
     np.testing.assert_allclose(terminal, [1.0 + 0.5 * 4.0, 3.0])
 
 
@@ -67,7 +68,7 @@ def test_the_workers_final_epsilons_span_the_papers_distribution(script):
     assert finals(3) == [0.01, 0.1, 0.5]
     assert finals(16) == [0.01] * 5 + [0.1] * 6 + [0.5] * 5
     many = np.array(finals(1000))  # the share of each value tends to the paper's probability
-    for value, probability in zip((0.1, 0.01, 0.5), (0.4, 0.3, 0.3)):
+    for value, probability in zip((0.1, 0.01, 0.5), (0.4, 0.3, 0.3), strict=True):
         assert np.mean(many == value) == pytest.approx(probability, abs=1e-3)
 
 
@@ -133,12 +134,14 @@ def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_pape
     assert args == script.Args(num_workers=args.num_workers) and sources["learning_rate"] == "default"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.SCRIPT)
 def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # resume: test_reliability.py
     script = os.path.join(ROOT, module.SCRIPT)
     run = subprocess.run([sys.executable, script, "--env-id", "PongNoFrameskip-v4", "--num-workers", "2",
                           "--total-timesteps", "600", "--target-update-interval", "200", "--eval-episodes", "1",
-                          "--eval-max-steps", "150", "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=180)
+                          "--eval-max-steps", "150", "--run-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     files = set(os.listdir(tmp_path))
     assert {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"} <= files

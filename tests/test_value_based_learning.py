@@ -22,6 +22,8 @@ from conftest import ROOT, evaluation_means
 # bar is 300 at the end, and 475 at some evaluation.
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--seed", "1", "--eval-interval", "50000"]
 
+pytestmark = pytest.mark.slow  # learning runs: the full suite only
+
 
 @pytest.mark.parametrize("module, best, final", [
     (nq, 475, 100),

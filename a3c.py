@@ -262,6 +262,18 @@ def n_step_returns(rewards, terminated, bootstrap_value, gamma):
     return returns
 
 
+def actor_critic_loss(log_probs, entropy, returns, values, value_coef, entropy_coef):
+    """Algorithm S3's accumulated gradients as one loss over a segment; returns (loss, policy, value parts).
+
+    Its gradient is -sum_i [grad log pi(a_i|s_i) (R_i - V(s_i)) + beta grad H(pi(s_i))] for the policy, the
+    advantage held constant (detached), plus value_coef * grad sum_i (R_i - V(s_i))^2 for the value.
+    """
+    advantages = returns - values
+    policy_loss = -(log_probs * advantages.detach()).sum()
+    value_loss = advantages.pow(2).sum()
+    return policy_loss + value_coef * value_loss - entropy_coef * entropy.sum(), policy_loss, value_loss
+
+
 def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
     """Backpropagate a segment's loss into the local flat gradient, clip it, apply it to theta.
 
@@ -330,11 +342,8 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
             returns = torch.from_numpy(n_step_returns(rewards, terminated, values[-1].item(), args.gamma))
             policy = policy[:-1] if not model.continuous else (policy[0][:-1], policy[1][:-1])
             log_probs, entropy = log_prob_and_entropy(policy, torch.stack(actions), model.continuous)
-            advantages = returns - values[:-1]
-            # Algorithm S3: accumulate grad log pi(a_i|s_i) (R - V(s_i)) + beta grad H, and d(R - V)^2.
-            policy_loss = -(log_probs * advantages.detach()).sum()
-            value_loss = advantages.pow(2).sum()
-            loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy.sum()
+            loss, policy_loss, value_loss = actor_critic_loss(log_probs, entropy, returns, values[:-1],
+                                                              args.value_coef, args.entropy_coef)
             steps_done[rank] += len(rewards)
             step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)

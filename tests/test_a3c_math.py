@@ -4,8 +4,26 @@ import numpy as np
 import pytest
 import torch
 
-from a3c import SharedRMSprop, apply_gradient, n_step_returns, sample_action
+from a3c import SharedRMSprop, actor_critic_loss, apply_gradient, n_step_returns, sample_action
 from common import flatten_parameters
+
+
+def test_actor_critic_loss_by_hand():
+    # Two steps: log pi = (-1, -2), H = (0.5, 0.25), R = (3, 1), V = (1, 2): advantages (2, -1).
+    log_probs = torch.tensor([-1.0, -2.0], requires_grad=True)
+    values = torch.tensor([1.0, 2.0], requires_grad=True)
+    entropy = torch.tensor([0.5, 0.25], requires_grad=True)
+    loss, policy_loss, value_loss = actor_critic_loss(log_probs, entropy, torch.tensor([3.0, 1.0]), values,
+                                                      value_coef=0.5, entropy_coef=0.1)
+    assert policy_loss.item() == pytest.approx(-(-1 * 2 + -2 * -1))  # -(sum log pi * A) = 0
+    assert value_loss.item() == pytest.approx(2**2 + 1**2)  # 5
+    assert loss.item() == pytest.approx(0 + 0.5 * 5 - 0.1 * 0.75)  # 2.425
+    loss.backward()
+    # The policy term sees the advantage as a constant: d/d log pi = -A; the value gets only the
+    # value loss, d/dV [0.5 (R - V)^2 summed] = -(R - V); the entropy bonus lowers the loss: d/dH = -beta.
+    torch.testing.assert_close(log_probs.grad, torch.tensor([-2.0, 1.0]))
+    torch.testing.assert_close(values.grad, torch.tensor([-2.0, 1.0]))
+    torch.testing.assert_close(entropy.grad, torch.tensor([-0.1, -0.1]))
 
 
 def test_n_step_returns_terminal_uses_zero():

@@ -17,6 +17,7 @@ applies it to the shared parameters with a shared-statistics RMSProp, without lo
 
 import csv
 import dataclasses
+from collections import Counter
 import json
 import math
 import os
@@ -308,7 +309,7 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
         # The global step T is the sum of one counter per worker, each written only by its own
         # worker: no lock, so no process can die holding one and leave the others waiting forever.
         steps_done = step_counts.numpy()
-        stats, last_report, main_process, skips_in_a_row = np.zeros(5), time.time(), mp.parent_process(), 0
+        stats, last_report, main_process, skips_in_a_row = Counter(), time.time(), mp.parent_process(), 0
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
         while steps_done.sum() < args.total_timesteps and not stop.value and main_process.is_alive():
             params.copy_(shared_params)  # Algorithm S3: synchronise theta' <- theta
@@ -348,18 +349,19 @@ def worker(rank, seed, args, shared_params, obs_moments, optimizer, step_counts,
             step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
             if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
-                stats[:4] += (policy_loss.item(), value_loss.item(), entropy.mean().item(), 1)
+                stats.update(policy_loss=policy_loss.item(), value_loss=value_loss.item(),
+                             entropy=entropy.mean().item(), updates=1)
                 skips_in_a_row = 0
             else:  # skipped and counted; if it persists, the run has diverged and a restart cannot help
-                stats[4] += 1
+                stats["skipped_updates"] += 1
                 skips_in_a_row += 1
                 if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:
                     raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
             if time.time() - last_report > 2.0:
-                messages.send(("losses", stats.copy()))
-                stats[:], last_report = 0, time.time()
+                messages.send(("losses", dict(stats)))
+                stats, last_report = Counter(), time.time()
         if main_process.is_alive():
-            messages.send(("losses", stats.copy()))
+            messages.send(("losses", dict(stats)))
         env.close()
     except Exception as error:
         report_error(messages, "diverged" if isinstance(error, FloatingPointError) else "error")
@@ -663,7 +665,7 @@ def train(args, ckpt, sources):
     started = [start_process(rank) for rank in range(args.num_workers + 1)]
     processes, pipes = [process for process, _ in started], [pipe for _, pipe in started]
     names = [f"worker {rank}" for rank in range(args.num_workers)] + ["the evaluator"]
-    episodes, losses, evaluation, skipped, last_step = [], np.zeros(5), None, 0, global_step()
+    episodes, losses, evaluation, skipped, last_step = [], Counter(), None, 0, global_step()
     errors, restarts, failure, diverged = {}, 0, None, False  # errors: the traceback each process sent last
     try:
         while failure is None and not received:
@@ -673,7 +675,7 @@ def train(args, ckpt, sources):
                 if kind == "episode":
                     episodes.append(message[1:])
                 elif kind == "losses":
-                    losses += message[0]
+                    losses.update(message[0])
                 elif kind == "eval":
                     evaluation = message[1]
                 elif kind in ("error", "diverged"):
@@ -696,8 +698,8 @@ def train(args, ckpt, sources):
             now, step = time.time(), global_step()
             progress.update_bar(step)
             if now - last_log >= args.log_interval or evaluation is not None:
-                skipped += int(losses[4])
-                updates = losses[3] or None
+                skipped += int(losses["skipped_updates"])
+                updates = losses["updates"] or None
                 progress.row(global_step=step, seconds=seconds_before + now - start,
                              sps=(step - last_step) / (now - last_log),
                              episodic_return=np.mean([e[0] for e in episodes]) if episodes else None,
@@ -705,9 +707,10 @@ def train(args, ckpt, sources):
                              eval_return_mean=np.mean(evaluation) if evaluation else None,
                              eval_return_std=np.std(evaluation) if evaluation else None,
                              learning_rate=args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps),
-                             policy_loss=updates and losses[0] / updates, value_loss=updates and losses[1] / updates,
-                             entropy=updates and losses[2] / updates, skipped_updates=skipped)
-                episodes, losses, evaluation, last_log, last_step = [], np.zeros(5), None, now, step
+                             policy_loss=updates and losses["policy_loss"] / updates,
+                             value_loss=updates and losses["value_loss"] / updates,
+                             entropy=updates and losses["entropy"] / updates, skipped_updates=skipped)
+                episodes, losses, evaluation, last_log, last_step = [], Counter(), None, now, step
             if now - last_checkpoint >= args.checkpoint_interval:
                 checkpoint("checkpoint.pt", with_optimizer=True)
                 last_checkpoint = now

@@ -16,6 +16,7 @@ RMSProp, without locks.
 
 import csv
 import dataclasses
+from collections import Counter
 import json
 import os
 import signal
@@ -251,7 +252,7 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
         # The global step T is the sum of one counter per worker, each written only by its own
         # worker: no lock, so no process can die holding one and leave the others waiting forever.
         steps_done = step_counts.numpy()
-        stats, last_report, main_process, skips_in_a_row = np.zeros(4), time.time(), mp.parent_process(), 0
+        stats, last_report, main_process, skips_in_a_row = Counter(), time.time(), mp.parent_process(), 0
         carried_action = None  # a' of the last segment's last transition: the first action of the next
         # If the main process dies without stopping us (SIGKILL), stop too: never train as an orphan.
         while steps_done.sum() < args.total_timesteps and not stop.value and main_process.is_alive():
@@ -288,20 +289,20 @@ def worker(rank, seed, args, shared_params, target_params, optimizer, step_count
             step = int(steps_done.sum())
             lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
             if apply_gradient(loss, grads, optimizer, lr, args.max_grad_norm):
-                stats[:3] += (loss.item() / len(rewards), q_taken.mean().item(), 1)
+                stats.update(td_loss=loss.item() / len(rewards), q_values=q_taken.mean().item(), updates=1)
                 skips_in_a_row = 0
             else:  # skipped and counted; if it persists, the run has diverged and a restart cannot help
-                stats[3] += 1
+                stats["skipped_updates"] += 1
                 skips_in_a_row += 1
                 if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:
                     raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
             refresh_target(target_params, shared_params, target_version, step, args.target_update_interval)
             if time.time() - last_report > 2.0:
-                messages.send(("losses", stats.copy()))
+                messages.send(("losses", dict(stats)))
                 messages.send(("epsilon", epsilon))
-                stats[:], last_report = 0, time.time()
+                stats, last_report = Counter(), time.time()
         if main_process.is_alive():
-            messages.send(("losses", stats.copy()))
+            messages.send(("losses", dict(stats)))
         env.close()
     except Exception as error:
         report_error(messages, "diverged" if isinstance(error, FloatingPointError) else "error")
@@ -601,7 +602,7 @@ def train(args, ckpt, sources):
     started = [start_process(rank) for rank in range(args.num_workers + 1)]
     processes, pipes = [process for process, _ in started], [pipe for _, pipe in started]
     names = [f"worker {rank}" for rank in range(args.num_workers)] + ["the evaluator"]
-    episodes, losses, evaluation, skipped, last_step = [], np.zeros(4), None, 0, global_step()
+    episodes, losses, evaluation, skipped, last_step = [], Counter(), None, 0, global_step()
     epsilons = {}
     errors, restarts, failure, diverged = {}, 0, None, False  # errors: the traceback each process sent last
     try:
@@ -612,7 +613,7 @@ def train(args, ckpt, sources):
                 if kind == "episode":
                     episodes.append(message[1:])
                 elif kind == "losses":
-                    losses += message[0]
+                    losses.update(message[0])
                 elif kind == "eval":
                     evaluation = message[1]
                 elif kind == "epsilon":  # each worker's own schedule
@@ -638,8 +639,8 @@ def train(args, ckpt, sources):
             now, step = time.time(), global_step()
             progress.update_bar(step)
             if now - last_log >= args.log_interval or evaluation is not None:
-                skipped += int(losses[3])
-                updates = losses[2] or None
+                skipped += int(losses["skipped_updates"])
+                updates = losses["updates"] or None
                 progress.row(global_step=step, seconds=seconds_before + now - start,
                              sps=(step - last_step) / (now - last_log),
                              episodic_return=np.mean([e[0] for e in episodes]) if episodes else None,
@@ -647,9 +648,10 @@ def train(args, ckpt, sources):
                              eval_return_mean=np.mean(evaluation) if evaluation else None,
                              eval_return_std=np.std(evaluation) if evaluation else None,
                              learning_rate=args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps),
-                             td_loss=updates and losses[0] / updates, q_values=updates and losses[1] / updates,
+                             td_loss=updates and losses["td_loss"] / updates,
+                             q_values=updates and losses["q_values"] / updates,
                              epsilon=np.mean(list(epsilons.values())) if epsilons else None, skipped_updates=skipped)
-                episodes, losses, evaluation, last_log, last_step = [], np.zeros(4), None, now, step
+                episodes, losses, evaluation, last_log, last_step = [], Counter(), None, now, step
             if now - last_checkpoint >= args.checkpoint_interval:
                 checkpoint("checkpoint.pt", with_optimizer=True)
                 last_checkpoint = now

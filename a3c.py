@@ -17,7 +17,6 @@ applies it to the shared parameters with a shared-statistics RMSProp, without lo
 
 import csv
 import dataclasses
-from collections import Counter
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import connection
 from typing import Optional

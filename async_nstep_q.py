@@ -15,13 +15,13 @@ gradient to the shared parameters with a shared-statistics RMSProp, without lock
 
 import csv
 import dataclasses
-from collections import Counter
 import json
 import os
 import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import connection
 from typing import Optional

@@ -16,13 +16,13 @@ RMSProp, without locks.
 
 import csv
 import dataclasses
-from collections import Counter
 import json
 import os
 import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import connection
 from typing import Optional

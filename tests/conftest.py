@@ -17,3 +17,9 @@ def parsed(script, monkeypatch, *flags):
     monkeypatch.setattr(sys, "argv", [script.SCRIPT, *flags])
     args, _, sources = script.parse_args()
     return args, sources
+
+
+def used_run_dir(parent):
+    """parent/used, a run directory that already holds another run's progress.csv (not to be mixed into)."""
+    (parent / "used").mkdir()
+    (parent / "used" / "progress.csv").write_text("global_step\n")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import a3c as a3c_module
-from conftest import ROOT, parsed
+from conftest import ROOT, parsed, used_run_dir
 
 RUN_FILES = {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"}
 
@@ -168,8 +168,7 @@ def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
     """In-process for speed (each subprocess imports torch); the next test checks what the user sees."""
     flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "used").mkdir()
-    (tmp_path / "used" / "progress.csv").write_text("global_step\n")  # another run's data, not to be mixed into
+    used_run_dir(tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(a3c_module.UsageError, match=re.escape(message)):  # the last of a repeated flag wins
         main_with_flags(monkeypatch, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, used_run_dir
 
 SCRIPTS = ["a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py"]
 FAULTY = "tests.custom_envs:"  # the faulty CartPoles of tests/custom_envs.py
@@ -208,8 +208,7 @@ def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, messag
     subprocess tests of a3c.py and test_a_box_action_space_points_to_a3c check."""
     module = importlib.import_module(script[:-3])
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "used").mkdir()
-    (tmp_path / "used" / "progress.csv").write_text("global_step\n")  # another run's data, not to be mixed into
+    used_run_dir(tmp_path)
     fake = {"args": {"env_id": "Acrobot-v1"}, "model": {}, "square_avg": torch.zeros(1), "global_step": 0}
     torch.save({**fake, "script": "a3c.py"}, tmp_path / "a3c.pt")
     torch.save({**fake, "script": script}, tmp_path / "acrobot.pt")

@@ -17,15 +17,12 @@ def test_worker_process_updates_parents_shared_parameters_and_statistics():
                                normalize_obs=True, entropy_coef=0.01)
     env = make_env("CartPole-v1", training=True)
     model = a3c.ActorCritic(env.observation_space, env.action_space, args)
-    params, _ = flatten_parameters(model)
-    params.share_memory_()
-    obs_moments = model.obs_norm.moments.share_memory_()
-    optimizer = a3c.SharedRMSprop(params)
+    shared = a3c.Shared(model, dataclasses.replace(args, num_workers=1), CTX)  # what Hogwild shares, in one object
+    params, optimizer, obs_moments, step_counts = (shared.params, shared.optimizer, shared.obs_moments,
+                                                   shared.step_counts)
     before = params.clone()
-    step_counts, stop = torch.zeros(2, dtype=torch.int64).share_memory_(), CTX.RawValue("b", False)
     _, messages = CTX.Pipe(False)
-    worker_args = (0, 1, args, params, obs_moments, optimizer, step_counts, messages, stop)
-    child = CTX.Process(target=a3c.worker, args=worker_args)
+    child = CTX.Process(target=a3c.worker, args=(0, 1, args, shared, messages))
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0

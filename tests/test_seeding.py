@@ -52,7 +52,8 @@ def test_one_worker_runs_with_one_seed_end_with_bit_identical_weights(module, tm
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
 def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_path):
-    progress = module.Progress(str(tmp_path), total_timesteps=100, global_step=0, frames_per_step=4)
+    pong = module.Args(env_id="PongNoFrameskip-v4", total_timesteps=100)  # an Atari id: 4 frames per agent step
+    progress = module.Progress(str(tmp_path), pong, global_step=0)
     progress.row(global_step=10, seconds=1.0)
     progress.close()
     with open(tmp_path / "progress.csv") as f:
@@ -61,7 +62,7 @@ def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_
     # a run begun before a column existed appends under its own header, never a shifted row
     with open(tmp_path / "progress.csv", "w") as f:
         f.write("global_step,seconds\n5,0.5\n")
-    progress = module.Progress(str(tmp_path), total_timesteps=100, global_step=5, frames_per_step=4)
+    progress = module.Progress(str(tmp_path), pong, global_step=5)
     progress.row(global_step=20, seconds=2.0)
     progress.close()
     with open(tmp_path / "progress.csv") as f:

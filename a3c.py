@@ -387,8 +387,8 @@ def parse_args():
         raise UsageError(f"--max-worker-restarts must be 0 or more, got {args.max_worker_restarts}")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
-    default = "default" if ckpt is None else "checkpoint"
-    return args, ckpt, {name: "command line" if name in given else source if name in changed else default
+    unchanged = "default" if ckpt is None else "checkpoint"
+    return args, ckpt, {name: "command line" if name in given else source if name in changed else unchanged
                         for name in fields}
 
 
@@ -492,15 +492,16 @@ class Processes:
     def __init__(self, args, shared, ctx):
         self.args, self.shared, self.ctx, self.restarts, self.errors = args, shared, ctx, 0, {}
         self.names = [f"worker {rank}" for rank in range(args.num_workers)] + ["the evaluator"]
-        self.processes, self.pipes = map(list, zip(*[self.start(rank) for rank in range(args.num_workers + 1)],
-                                                   strict=True))
+        started = [self.start(rank) for rank in range(args.num_workers + 1)]
+        self.processes, self.pipes = [process for process, _ in started], [pipe for _, pipe in started]
 
     def start(self, rank):
         receiver, sender = self.ctx.Pipe(duplex=False)
-        seed = derive_seed(self.args.seed, rank, self.restarts)  # a restart does not replay its predecessor
-        target, args = (worker, (rank, seed, self.args, self.shared, sender)) if rank < self.args.num_workers \
-            else (evaluator, (self.args, self.shared, sender))
-        process = self.ctx.Process(target=target, args=args, daemon=True)
+        if rank < self.args.num_workers:  # a restarted worker gets a new seed: it does not replay its predecessor
+            seed = derive_seed(self.args.seed, rank, self.restarts)
+            process = self.ctx.Process(target=worker, args=(rank, seed, self.args, self.shared, sender), daemon=True)
+        else:
+            process = self.ctx.Process(target=evaluator, args=(self.args, self.shared, sender), daemon=True)
         process.start()
         sender.close()  # the child holds the only writer: its death closes the pipe
         return process, receiver

@@ -21,6 +21,7 @@ import traceback
 from collections import Counter, namedtuple
 from dataclasses import dataclass
 from multiprocessing import connection
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -125,36 +126,53 @@ def env_action(action, action_space):
 
 
 class SharedRMSprop:
-    """Non-centred RMSProp whose statistics g are shared by all workers (Section 4, Supplement 7):
-    g <- alpha * g + (1 - alpha) * grad^2;  theta <- theta - lr * grad / sqrt(g + eps)"""
+    """Non-centred RMSProp (Section 4, Supplement 7): g <- alpha * g + (1 - alpha) * grad^2;
+    theta <- theta - lr * grad / sqrt(g + eps). One g shared by all workers (--optimizer shared_rmsprop, the
+    paper's choice); with one row per worker (rmsprop) each keeps its own g, still stepping the shared theta."""
 
-    def __init__(self, params, alpha=0.99, eps=0.1):
+    def __init__(self, params, alpha=0.99, eps=0.1, rows=1):
         self.params, self.alpha, self.eps = params, alpha, eps
-        # Made and shared before any worker starts: state made lazily on a worker's first step (as torch.optim
-        # does) would be private to it.
-        self.square_avg = torch.zeros_like(params).share_memory_()
+        # In shared memory before any worker starts: state made lazily on a worker's first step (as torch.optim
+        # does) would be private to it, and checkpoint.pt could not keep it.
+        self.state = torch.zeros(rows, params.numel()).share_memory_()
         self.denominator = None
 
-    def step(self, grad, lr):
+    def step(self, grad, lr, rank):
         # The worker's gradient is read here, never aliased into the shared model: since PyTorch 2, zero_grad()
         # sets .grad to None, which silently breaks the old trick of pointing the shared .grad at the local one.
         if self.denominator is None:  # per-process scratch, not shared: saves a 3 MB allocation per step
             self.denominator = torch.empty_like(self.params)
-        self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
-        torch.add(self.square_avg, self.eps, out=self.denominator).rsqrt_()
+        square_avg = self.state[rank if len(self.state) > 1 else 0]
+        square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
+        torch.add(square_avg, self.eps, out=self.denominator).rsqrt_()
         self.params.addcmul_(grad, self.denominator, value=-lr)
+
+
+class MomentumSGD:
+    """Supplement 7's momentum SGD (--optimizer momentum_sgd): each worker keeps its own m <- momentum * m +
+    (1 - momentum) * grad and steps the shared theta <- theta - lr * m; m in shared memory, a row per worker."""
+
+    def __init__(self, params, momentum, rows):
+        self.params, self.momentum = params, momentum
+        self.state = torch.zeros(rows, params.numel()).share_memory_()
+
+    def step(self, grad, lr, rank):
+        self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)
+        self.params.add_(self.state[rank], alpha=-lr)
 
 
 class Shared:
     """What the processes share, in shared memory, read and written without locks (Hogwild): a process killed
     while holding a lock would leave the others waiting forever. params: theta and theta_v in one flat buffer
-    (the main process's model is a view of it); optimizer: SharedRMSprop and its statistics; obs_moments: with
-    --normalize-obs, the sums behind the observation statistics; step_counts: T as one counter per worker, each
-    written by its worker alone, plus the steps before a resume; stop: set by the main process at the end."""
+    (the main process's model is a view of it); optimizer: SharedRMSprop or MomentumSGD, with its statistics;
+    obs_moments: with --normalize-obs, the sums behind the observation statistics; step_counts: T as one counter per
+    worker, each written by its worker alone, plus the steps before a resume; stop: set by the main process."""
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
-        self.optimizer = SharedRMSprop(self.params, args.rms_alpha, args.rms_eps)
+        rows = 1 if args.optimizer == "shared_rmsprop" else args.num_workers  # a row of statistics per worker
+        self.optimizer = (MomentumSGD(self.params, args.momentum, rows) if args.optimizer == "momentum_sgd"
+                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, rows))
         self.obs_moments = model.obs_norm.moments.share_memory_() if args.normalize_obs else None
         self.step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()
         self.stop = ctx.RawValue("b", False)
@@ -229,7 +247,7 @@ def segment_loss(model, segment, args):
     return loss, {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.mean().item()}
 
 
-def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, rank):
     """Backpropagate the loss into the worker's flat gradient buffer, clip it, and apply it. Returns False (and
     applies nothing) when the gradient is not finite: one NaN in the shared parameters would poison every worker."""
     grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
@@ -239,7 +257,7 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
         return False
     if grad_norm > max_grad_norm:
         grads.mul_(max_grad_norm / grad_norm)
-    optimizer.step(grads, lr)  # Algorithm S3: asynchronous update of theta using the gradient
+    optimizer.step(grads, lr, rank)  # Algorithm S3: asynchronous update of theta using the gradient
     return True
 
 
@@ -265,7 +283,7 @@ def worker(rank, seed, args, shared, messages):
             loss, losses = segment_loss(model, segment, args)  # R; accumulate d theta, d theta_v
             shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/a3c.md)
             lr = args.learning_rate * max(0.0, 1.0 - shared.global_step() / args.total_timesteps)
-            applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm)  # asynchronous update
+            applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
             stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
             skips_in_a_row = 0 if applied else skips_in_a_row + 1
             if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
@@ -317,8 +335,12 @@ class Args:
     t_max: int = 5  # steps per worker segment before an update (Algorithm S3)
     entropy_coef: float = 0.01  # beta, the entropy bonus weight (Section 4; Supplement 9 used 1e-4 for Box actions)
     value_coef: float = 0.5  # weight of the value loss (R - V)^2; the paper does not state it
-    rms_alpha: float = 0.99  # RMSProp decay of the shared squared-gradient average
+    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
+    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
+    with a momentum vector per worker; all step the shared parameters without locks"""
+    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
     rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
+    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
     max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
     center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
@@ -376,10 +398,14 @@ def parse_args():
             eval_only=args.eval_only, checkpoint=args.checkpoint, capture_video=False)
         source = "checkpoint"
     args = tyro.cli(Args, default=dataclasses.replace(Args(), **changed), description=HELP)
-    if ckpt is not None and args.resume and "square_avg" not in ckpt:
+    if ckpt is not None and args.resume and "optimizer_state" not in ckpt:
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
+    written = ckpt and (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt.get("optimizer_state", ())))
+    if args.resume and written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
+        raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
+                         "--optimizer and --num-workers it was trained with")
     for name in ("num_workers", "total_timesteps", "t_max", "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
@@ -401,6 +427,8 @@ def load_checkpoint(path):
         raise UsageError(f"{path} is not a checkpoint or model file written by this project")
     if ckpt.get("script") != SCRIPT:
         raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
+    if "square_avg" in ckpt:  # written before --optimizer existed: shared RMSProp's statistics
+        ckpt["optimizer_state"] = ckpt.pop("square_avg").reshape(1, -1)
     return ckpt
 
 
@@ -632,7 +660,7 @@ def train(args, ckpt, sources):
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's own state (observation statistics included) came with build_model
-        shared.optimizer.square_avg.copy_(ckpt["square_avg"])
+        shared.optimizer.state.copy_(ckpt["optimizer_state"])
         shared.step_counts[-1] = ckpt["global_step"]
     start = time.time() - (ckpt["seconds"] if ckpt else 0.0)
 
@@ -640,7 +668,7 @@ def train(args, ckpt, sources):
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state["square_avg"] = shared.optimizer.square_avg.clone()
+            state["optimizer_state"] = shared.optimizer.state.clone()
         save_atomic(state, os.path.join(run_dir, name))
 
     # The handler only records the signal; the loop below notices it within 0.2 s. Raising from

@@ -21,6 +21,7 @@ import traceback
 from collections import Counter, namedtuple
 from dataclasses import dataclass
 from multiprocessing import connection
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -76,37 +77,54 @@ def epsilon_at(global_step, epsilon_final, anneal_steps):
 
 
 class SharedRMSprop:
-    """Non-centred RMSProp whose statistics g are shared by all workers (Section 4, Supplement 7):
-    g <- alpha * g + (1 - alpha) * grad^2;  theta <- theta - lr * grad / sqrt(g + eps)"""
+    """Non-centred RMSProp (Section 4, Supplement 7): g <- alpha * g + (1 - alpha) * grad^2;
+    theta <- theta - lr * grad / sqrt(g + eps). One g shared by all workers (--optimizer shared_rmsprop, the
+    paper's choice); with one row per worker (rmsprop) each keeps its own g, still stepping the shared theta."""
 
-    def __init__(self, params, alpha=0.99, eps=0.1):
+    def __init__(self, params, alpha=0.99, eps=0.1, rows=1):
         self.params, self.alpha, self.eps = params, alpha, eps
-        # Made and shared before any worker starts: state made lazily on a worker's first step (as torch.optim
-        # does) would be private to it.
-        self.square_avg = torch.zeros_like(params).share_memory_()
+        # In shared memory before any worker starts: state made lazily on a worker's first step (as torch.optim
+        # does) would be private to it, and checkpoint.pt could not keep it.
+        self.state = torch.zeros(rows, params.numel()).share_memory_()
         self.denominator = None
 
-    def step(self, grad, lr):
+    def step(self, grad, lr, rank):
         # The worker's gradient is read here, never aliased into the shared model: since PyTorch 2, zero_grad()
         # sets .grad to None, which silently breaks the old trick of pointing the shared .grad at the local one.
         if self.denominator is None:  # per-process scratch, not shared: saves a 3 MB allocation per step
             self.denominator = torch.empty_like(self.params)
-        self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
-        torch.add(self.square_avg, self.eps, out=self.denominator).rsqrt_()
+        square_avg = self.state[rank if len(self.state) > 1 else 0]
+        square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
+        torch.add(square_avg, self.eps, out=self.denominator).rsqrt_()
         self.params.addcmul_(grad, self.denominator, value=-lr)
+
+
+class MomentumSGD:
+    """Supplement 7's momentum SGD (--optimizer momentum_sgd): each worker keeps its own m <- momentum * m +
+    (1 - momentum) * grad and steps the shared theta <- theta - lr * m; m in shared memory, a row per worker."""
+
+    def __init__(self, params, momentum, rows):
+        self.params, self.momentum = params, momentum
+        self.state = torch.zeros(rows, params.numel()).share_memory_()
+
+    def step(self, grad, lr, rank):
+        self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)
+        self.params.add_(self.state[rank], alpha=-lr)
 
 
 class Shared:
     """What the processes share, in shared memory, read and written without locks (Hogwild): a process killed
     while holding a lock would leave the others waiting forever. params: theta in one flat buffer (the main
     process's model is a view of it); target_params: theta^-; target_version: how many times theta^- was
-    refreshed (refresh_target); optimizer: SharedRMSprop and its statistics; step_counts: T as one counter per
-    worker, each written by its worker alone, plus the steps before a resume; stop: set by the main process."""
+    refreshed (refresh_target); optimizer: SharedRMSprop or MomentumSGD, with its statistics; step_counts: T as
+    one counter per worker, each written by its worker alone, plus the steps before a resume; stop: set at the end."""
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
         self.target_params, self.target_version = self.params.clone().share_memory_(), ctx.Value("q", 0)
-        self.optimizer = SharedRMSprop(self.params, args.rms_alpha, args.rms_eps)
+        rows = 1 if args.optimizer == "shared_rmsprop" else args.num_workers  # a row of statistics per worker
+        self.optimizer = (MomentumSGD(self.params, args.momentum, rows) if args.optimizer == "momentum_sgd"
+                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, rows))
         self.step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()
         self.stop = ctx.RawValue("b", False)
 
@@ -178,7 +196,7 @@ def segment_loss(model, target_net, segment, gamma):
     return loss, {"td_loss": loss.item() / len(segment.rewards), "q_values": q_taken.mean().item()}
 
 
-def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, rank):
     """Backpropagate the loss into the worker's flat gradient buffer, clip it, and apply it. Returns False (and
     applies nothing) when the gradient is not finite: one NaN in the shared parameters would poison every worker."""
     grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
@@ -188,7 +206,7 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm):
         return False
     if grad_norm > max_grad_norm:
         grads.mul_(max_grad_norm / grad_norm)
-    optimizer.step(grads, lr)  # asynchronous update of theta using the gradient
+    optimizer.step(grads, lr, rank)  # asynchronous update of theta using the gradient
     return True
 
 
@@ -213,7 +231,7 @@ def worker(rank, seed, args, shared, messages):
             loss, losses = segment_loss(model, target_net, segment, args.gamma)  # R; accumulate d theta
             shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/value_based.md)
             lr = args.learning_rate * max(0.0, 1.0 - shared.global_step() / args.total_timesteps)
-            applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm)  # asynchronous update
+            applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
             stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
             skips_in_a_row = 0 if applied else skips_in_a_row + 1
             if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
@@ -263,8 +281,12 @@ class Args:
     t_max: int = 5  # steps per worker segment before an update (Algorithm S2)
     target_update_interval: int = 10_000  # I_target: refresh theta^- every this many global steps (40,000 frames)
     epsilon_anneal_steps: int = 1_000_000  # anneal each worker's epsilon from 1 over this many global steps
-    rms_alpha: float = 0.99  # RMSProp decay of the shared squared-gradient average
+    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
+    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
+    with a momentum vector per worker; all step the shared parameters without locks"""
+    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
     rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
+    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
     max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
     center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
@@ -316,10 +338,14 @@ def parse_args():
             eval_only=args.eval_only, checkpoint=args.checkpoint, capture_video=False)
         source = "checkpoint"
     args = tyro.cli(Args, default=dataclasses.replace(Args(), **changed), description=HELP)
-    if ckpt is not None and args.resume and "square_avg" not in ckpt:
+    if ckpt is not None and args.resume and "optimizer_state" not in ckpt:
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
+    written = ckpt and (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt.get("optimizer_state", ())))
+    if args.resume and written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
+        raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
+                         "--optimizer and --num-workers it was trained with")
     for name in ("num_workers", "total_timesteps", "t_max", "target_update_interval", "epsilon_anneal_steps",
                  "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
@@ -344,6 +370,8 @@ def load_checkpoint(path):
         raise UsageError(f"{path} is not a checkpoint or model file written by this project")
     if ckpt.get("script") != SCRIPT:
         raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
+    if "square_avg" in ckpt:  # written before --optimizer existed: shared RMSProp's statistics
+        ckpt["optimizer_state"] = ckpt.pop("square_avg").reshape(1, -1)
     return ckpt
 
 
@@ -579,7 +607,7 @@ def train(args, ckpt, sources):
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's weights came with build_model
-        shared.optimizer.square_avg.copy_(ckpt["square_avg"])
+        shared.optimizer.state.copy_(ckpt["optimizer_state"])
         shared.target_params.copy_(ckpt["target_params"])
         shared.step_counts[-1], shared.target_version.value = ckpt["global_step"], ckpt["target_version"]
     start = time.time() - (ckpt["seconds"] if ckpt else 0.0)
@@ -588,7 +616,7 @@ def train(args, ckpt, sources):
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state.update(square_avg=shared.optimizer.square_avg.clone(), target_params=shared.target_params.clone(),
+            state.update(optimizer_state=shared.optimizer.state.clone(), target_params=shared.target_params.clone(),
                          target_version=shared.target_version.value)
         save_atomic(state, os.path.join(run_dir, name))
 

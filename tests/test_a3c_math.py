@@ -49,15 +49,15 @@ def test_n_step_returns_truncation_is_not_termination():
 def test_shared_rmsprop_step_matches_hand_computation():
     params = torch.tensor([1.0, -2.0, 0.5])
     optimizer = SharedRMSprop(params, alpha=0.9, eps=0.1)
-    assert optimizer.square_avg.is_shared()
+    assert optimizer.state.is_shared()
     grad = torch.tensor([2.0, 0.0, -1.0])
-    optimizer.step(grad, lr=0.01)
+    optimizer.step(grad, lr=0.01, rank=0)
     # g = 0.1 * grad^2 = [0.4, 0, 0.1]; theta -= 0.01 * grad / sqrt(g + 0.1)
-    np.testing.assert_allclose(optimizer.square_avg, [0.4, 0.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(optimizer.state[0], [0.4, 0.0, 0.1], rtol=1e-6)
     expected = [1.0 - 0.01 * 2 / np.sqrt(0.5), -2.0, 0.5 + 0.01 * 1 / np.sqrt(0.2)]
     np.testing.assert_allclose(params, expected, rtol=1e-6)
-    optimizer.step(grad, lr=0.01)  # second step: g = 0.9 * g + 0.1 * grad^2
-    np.testing.assert_allclose(optimizer.square_avg, [0.76, 0.0, 0.19], rtol=1e-6)
+    optimizer.step(grad, lr=0.01, rank=0)  # second step: g = 0.9 * g + 0.1 * grad^2
+    np.testing.assert_allclose(optimizer.state[0], [0.76, 0.0, 0.19], rtol=1e-6)
     np.testing.assert_allclose(params[0], expected[0] - 0.01 * 2 / np.sqrt(0.86), rtol=1e-6)
 
 
@@ -78,9 +78,9 @@ def test_apply_gradient_clips_to_max_norm():
     weights.grad = torch.zeros(2)
     optimizer = SharedRMSprop(params, alpha=0.0, eps=0.0)  # step = lr * grad / |grad|
     loss = (weights * torch.tensor([30.0, 40.0])).sum()  # gradient [30, 40], norm 50
-    assert apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0)
+    assert apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0, rank=0)
     # clipped to [3, 4]; RMSProp with alpha 0, eps 0 moves each coordinate by lr * sign
-    torch.testing.assert_close(optimizer.square_avg, torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(optimizer.state[0], torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
     torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
 
 
@@ -91,9 +91,9 @@ def test_apply_gradient_skips_non_finite_gradient(bad):
     weights.grad = torch.zeros(2)
     optimizer = SharedRMSprop(params)
     loss = (weights * torch.tensor([1.0, bad])).sum()
-    assert not apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0)
+    assert not apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0, rank=0)
     torch.testing.assert_close(params, torch.ones(2))
-    torch.testing.assert_close(optimizer.square_avg, torch.zeros(2))
+    torch.testing.assert_close(optimizer.state[0], torch.zeros(2))
 
 
 def test_sampled_actions_follow_the_softmax():

@@ -1,15 +1,19 @@
 """The numbers behind the benchmark scripts: curve aggregation and human-normalised scores."""
 
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
+from robustness import learning_rate, summarize  # noqa: E402
 from screen import first_window_reaching, windows  # noqa: E402
 from speedup import reached  # noqa: E402
 
@@ -68,3 +72,39 @@ def test_screening_windows_average_rows_per_window_and_find_the_first_milestone(
     means = windows(steps, returns, 100_000)
     assert means == {0: -20.0, 100_000: -12.0, 200_000: -3.0}
     assert first_window_reaching(means, -10.0) == 200_000 and first_window_reaching(means, 18.0) is None
+
+
+def test_robustness_rates_are_log_uniform_and_a_function_of_the_run_alone():
+    rates = np.array([learning_rate(run, 1e-4, 1e-2) for run in range(2000)])
+    assert rates.min() >= 1e-4 and rates.max() <= 1e-2
+    # log-uniform: each decade holds half the draws (a uniform draw would put 90% above 1e-3)
+    assert 0.45 < np.mean(rates < 1e-3) < 0.55
+    assert learning_rate(7, 1e-4, 1e-2) == learning_rate(7, 1e-4, 1e-2) != learning_rate(8, 1e-4, 1e-2)
+
+
+def test_robustness_summary_counts_solved_runs_and_their_rates():
+    records = [{"optimizer": "a", "learning_rate": 1e-3, "final": 500.0},
+               {"optimizer": "a", "learning_rate": 3e-3, "final": 480.0},
+               {"optimizer": "a", "learning_rate": 9e-3, "final": None},  # diverged
+               {"optimizer": "b", "learning_rate": 1e-3, "final": 20.0}]
+    summary = summarize(records, threshold=475)
+    assert summary["a"] == {"runs": 3, "solved": 2, "fraction_solved": 2 / 3, "solved_lr_range": [1e-3, 3e-3]}
+    assert summary["b"] == {"runs": 1, "solved": 0, "fraction_solved": 0.0, "solved_lr_range": None}
+
+
+@pytest.mark.slow
+def test_robustness_runs_each_draw_once_and_a_rerun_skips_finished_runs(tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "robustness.py"), "--script", "async_nstep_q.py",
+               "--env-id", "CartPole-v1", "--out-dir", str(tmp_path), "--runs", "2", "--optimizers", "rmsprop",
+               "--script-flags=--num-workers 1 --total-timesteps 300 --eval-interval 100000 --eval-episodes 1"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    finished = {path: os.path.getmtime(path) for path in tmp_path.glob("rmsprop/run*/eval.json")}
+    assert len(finished) == 2
+    config = json.load(open(tmp_path / "rmsprop" / "run1" / "config.json"))
+    assert config["learning_rate"] == learning_rate(1, 1e-4, 1e-2) and config["optimizer"] == "rmsprop"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "--run-dir" not in again.stdout  # nothing trained again
+    assert {path: os.path.getmtime(path) for path in finished} == finished
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert [record["run"] for record in summary["runs"]] == [0, 1] and summary["optimizers"]["rmsprop"]["runs"] == 2

@@ -28,7 +28,7 @@ def test_worker_process_updates_parents_shared_parameters_and_statistics():
     assert child.exitcode == 0
     assert step_counts[0] >= 20 and step_counts[1] == 0  # the worker counted its steps in its own slot
     assert not torch.equal(params, before)  # theta moved in the parent's memory
-    assert torch.count_nonzero(optimizer.square_avg) > 0.9 * params.numel()  # so did the shared g
+    assert torch.count_nonzero(optimizer.state) > 0.9 * params.numel()  # so did the shared g
     # and so did the observation statistics: one count per training observation, on top of the prior one
     assert torch.all(obs_moments[0] == 1 + step_counts[0]) and torch.count_nonzero(obs_moments[1]) == 4
     # the parent's nn.Module sees it too: its parameters are views into the shared buffer
@@ -42,7 +42,7 @@ def two_updates(params, optimizer, first, second):
     for inputs in (first, second):
         local_params.copy_(params)  # sync theta' <- theta
         loss = local(inputs).sum()  # d loss / d theta = [inputs, 1]
-        assert a3c.apply_gradient(loss, grads, optimizer, lr=0.1, max_grad_norm=1e9)
+        assert a3c.apply_gradient(loss, grads, optimizer, lr=0.1, max_grad_norm=1e9, rank=0)
 
 
 def test_consecutive_updates_apply_their_own_gradient_not_a_stale_or_summed_one():
@@ -61,5 +61,5 @@ def test_consecutive_updates_apply_their_own_gradient_not_a_stale_or_summed_one(
     theta1 = -0.1 * g1 / np.sqrt(square_avg1 + 0.1)
     square_avg2 = 0.5 * square_avg1 + 0.5 * g2**2
     theta2 = theta1 - 0.1 * g2 / np.sqrt(square_avg2 + 0.1)
-    np.testing.assert_allclose(optimizer.square_avg.numpy(), square_avg2, rtol=1e-5)
+    np.testing.assert_allclose(optimizer.state[0].numpy(), square_avg2, rtol=1e-5)
     np.testing.assert_allclose(params.numpy(), theta2, rtol=1e-5)

@@ -268,7 +268,7 @@ def test_standardized_frames_reach_every_worker_and_are_never_trained():
     policy, values, _ = local(frames)
     statistics = torch.cat([local.body.trunk[0].scale.view(1), local.body.trunk[0].offset.view(-1)]).clone()
     assert a3c.apply_gradient(-policy.logsumexp(-1).sum() + values.pow(2).sum(), grads,
-                              a3c.SharedRMSprop(params, eps=1e-5), lr=1e-2, max_grad_norm=40.0)
+                              a3c.SharedRMSprop(params, eps=1e-5), lr=1e-2, max_grad_norm=40.0, rank=0)
     after = torch.cat([local.body.trunk[0].scale.view(1), local.body.trunk[0].offset.view(-1)])
     torch.testing.assert_close(after, statistics, rtol=0, atol=0)
     assert not torch.equal(params, shared_params)  # the trained weights did move

@@ -1,0 +1,85 @@
+"""--optimizer in every script: Supplement 7's three lock-free optimizers, stepped by hand, run and resumed."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import a3c
+import async_nstep_q
+import async_one_step_q
+import async_sarsa
+from conftest import ROOT
+
+MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
+
+
+def checkpoint_size(checkpoint):
+    """The number of parameters of the checkpoint's model (observation statistics are buffers, not parameters)."""
+    return sum(value.numel() for key, value in checkpoint["model"].items() if "obs_norm" not in key)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_per_worker_rmsprop_keeps_one_g_per_worker_and_steps_the_shared_theta(module):
+    g0, g1 = np.array([1.0, -2.0]), np.array([3.0, 0.0])
+    theta = {}
+    for rows in (1, 2):  # shared_rmsprop, then rmsprop with 2 workers
+        params = torch.zeros(2)
+        optimizer = module.SharedRMSprop(params, alpha=0.5, eps=0.1, rows=rows)
+        optimizer.step(torch.tensor(g0, dtype=torch.float32), lr=0.1, rank=0)
+        optimizer.step(torch.tensor(g1, dtype=torch.float32), lr=0.1, rank=1)
+        theta[rows] = params.numpy().copy()
+    # per worker: each row saw its own worker's gradient only, g_i = 0.5 * grad_i^2
+    np.testing.assert_allclose(optimizer.state.numpy(), [0.5 * g0**2, 0.5 * g1**2], rtol=1e-6)
+    np.testing.assert_allclose(theta[2], -0.1 * g0 / np.sqrt(0.5 * g0**2 + 0.1) - 0.1 * g1 / np.sqrt(0.5 * g1**2 + 0.1),
+                               rtol=1e-6)
+    # shared: worker 1's step divides by a g that holds worker 0's gradient too
+    shared_g = 0.25 * g0**2 + 0.5 * g1**2
+    np.testing.assert_allclose(theta[1], -0.1 * g0 / np.sqrt(0.5 * g0**2 + 0.1) - 0.1 * g1 / np.sqrt(shared_g + 0.1),
+                               rtol=1e-6)
+    assert not np.allclose(theta[1], theta[2])
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_momentum_sgd_keeps_one_momentum_per_worker(module):
+    params = torch.zeros(2)
+    optimizer = module.MomentumSGD(params, momentum=0.5, rows=2)
+    assert optimizer.state.is_shared()  # so that checkpoint.pt can hold it
+    grad = torch.tensor([1.0, -2.0])
+    optimizer.step(grad, lr=0.1, rank=0)  # m0 = 0.5 * grad = [0.5, -1]; theta = -0.1 * m0
+    torch.testing.assert_close(params, torch.tensor([-0.05, 0.1]))
+    optimizer.step(grad, lr=0.1, rank=0)  # m0 = 0.5 * m0 + 0.5 * grad = [0.75, -1.5]
+    torch.testing.assert_close(params, torch.tensor([-0.125, 0.25]))
+    optimizer.step(grad, lr=0.1, rank=1)  # worker 1's own m1 starts at 0: m1 = [0.5, -1]
+    torch.testing.assert_close(optimizer.state, torch.tensor([[0.75, -1.5], [0.5, -1.0]]))
+    torch.testing.assert_close(params, torch.tensor([-0.175, 0.35]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, optimizer", list(zip(MODULES, ["momentum_sgd", "rmsprop"] * 2, strict=True)),
+                         ids=lambda value: getattr(value, "SCRIPT", value))  # the classes: the tests above, per script
+def test_a_run_keeps_each_workers_statistics_in_its_checkpoint_and_resumes_only_with_them(tmp_path, module,
+                                                                                          optimizer):
+    def run(*flags):
+        return subprocess.run([sys.executable, os.path.join(ROOT, module.SCRIPT), *flags], capture_output=True,
+                              text=True, timeout=180, cwd=ROOT)
+
+    first = run("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "600", "--optimizer", optimizer,
+                "--eval-interval", "100000", "--eval-episodes", "1", "--run-dir", str(tmp_path / "run"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state = checkpoint["optimizer_state"]
+    assert checkpoint["args"]["optimizer"] == optimizer and state.shape == (2, checkpoint_size(checkpoint))
+    # one row per worker (a worker still starting can leave its row at 0: the other may finish 600 steps first)
+    assert torch.count_nonzero(state) > 0
+    other = "shared_rmsprop" if optimizer == "momentum_sgd" else "momentum_sgd"
+    for flags in (["--optimizer", other], ["--num-workers", "3"]):
+        refused = run("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--total-timesteps", "1200", *flags)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert f"holds {optimizer} statistics for 2 worker(s)" in refused.stderr
+    resumed = run("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--total-timesteps", "1200")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["global_step"] >= 1200

@@ -100,7 +100,8 @@ def plot(records, args, path):
         by_rate.scatter([record["learning_rate"] for record in mine], [record["final"] for record in mine],
                         label=optimizer, s=18)
         ranked.plot(sorted((record["final"] for record in mine), reverse=True), marker="o", ms=3, label=optimizer)
-    by_rate.set(xscale="log", xlabel="learning rate", ylabel="final evaluation score")
+    by_rate.set(xscale="log", xlim=(args.lr_low, args.lr_high), xlabel="learning rate", ylabel="final evaluation score")
+    by_rate.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels at the decades only
     ranked.set(xlabel="run (sorted by final score)", ylabel="final evaluation score")
     for axes in (by_rate, ranked):
         axes.axhline(args.threshold, color="grey", lw=0.8, ls="--")

@@ -402,10 +402,11 @@ def parse_args():
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
-    written = ckpt and (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt.get("optimizer_state", ())))
-    if args.resume and written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
-        raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
-                         "--optimizer and --num-workers it was trained with")
+    if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
+        written = (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt["optimizer_state"]))
+        if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
+            raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
+                             "--optimizer and --num-workers it was trained with")
     for name in ("num_workers", "total_timesteps", "t_max", "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")

@@ -142,8 +142,9 @@ class Shared:
 
 def refresh_target(target_params, shared_params, target_version, global_step, interval):
     """theta^- <- theta once per `interval` global steps, by the first worker to cross the boundary. The check is
-    repeated under target_version's lock so that two workers crossing one boundary copy only once; the lock
-    covers the check alone, not the copy, so a worker killed inside it blocks nobody for long. True if it copied."""
+    repeated under target_version's lock so that two workers crossing one boundary copy only once. The lock
+    covers the check alone, not the copy: held that briefly, it is all but never held by a worker that gets killed,
+    which would leave the others waiting for it forever. True if it copied."""
     due = global_step // interval
     if due <= target_version.value:
         return False
@@ -349,10 +350,11 @@ def parse_args():
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
-    written = ckpt and (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt.get("optimizer_state", ())))
-    if args.resume and written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
-        raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
-                         "--optimizer and --num-workers it was trained with")
+    if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
+        written = (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt["optimizer_state"]))
+        if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
+            raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
+                             "--optimizer and --num-workers it was trained with")
     for name in ("num_workers", "total_timesteps", "t_max", "target_update_interval", "epsilon_anneal_steps",
                  "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:

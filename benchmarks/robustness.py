@@ -90,7 +90,11 @@ def summarize(records, threshold):
 
 
 def plot(records, args, path):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the runs and summary.json need no plotting library
+        print("matplotlib is not installed (pip install -r benchmarks/requirements.txt): no robustness.png")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

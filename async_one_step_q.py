@@ -229,18 +229,21 @@ def worker(rank, seed, args, shared, messages):
             segment, obs = play(env, model, obs, epsilon, rng, args.t_max, messages)  # act, accumulate
             loss, losses = segment_loss(model, target_net, segment, args.gamma)  # y; accumulate d theta
             shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/value_based.md)
-            lr = args.learning_rate * max(0.0, 1.0 - shared.global_step() / args.total_timesteps)
+            step = shared.global_step()
+            lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
             applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
             stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
             skips_in_a_row = 0 if applied else skips_in_a_row + 1
             if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
                 raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
-            refresh_target(shared.target_params, shared.params, shared.target_version, shared.global_step(),
+            refresh_target(shared.target_params, shared.params, shared.target_version, step,
                            args.target_update_interval)  # if T mod I_target == 0: theta^- <- theta
-            if time.time() - last_report > 2.0 or not shared.running(args.total_timesteps):
+            if time.time() - last_report > 2.0:
                 messages.send(("losses", dict(stats)))
                 messages.send(("epsilon", epsilon))
                 stats, last_report = Counter(), time.time()
+        if mp.parent_process().is_alive():  # the last statistics, unless nobody is left to read them
+            messages.send(("losses", dict(stats)))
         env.close()
     except Exception as error:
         report_error(messages, "diverged" if isinstance(error, FloatingPointError) else "error")

@@ -1,19 +1,28 @@
-"""Table 2 of the paper on a small task: time to first reach a reference score, 1 vs N workers.
+"""Table 2 of the paper on a small task: time and data to first reach a reference score, 1 vs N workers.
 
     python benchmarks/speedup.py --workers 1 2 --seeds 1 2 3
+    python benchmarks/speedup.py --workers 1 2 4 8 16 --seeds 1 2 3 4 5 --out-dir runs/speedup
 
 Runs each script on CartPole-v1 with its CartPole command (docs/results.md), once per worker count and seed,
 and reads from progress.csv the wall time (and global step) of the first log row whose
-mean training return reaches the reference score. Reports medians over seeds and the
-speed-up of each worker count over the first, as a table and as JSON.
+mean training return reaches the reference score; a run is interrupted there (--stop-at-reference).
+Reports medians over seeds, the speed-up in wall time of each worker count over the first, and the
+ratio of their global steps (below 1: the added workers need less data in total, the paper's
+super-linear case), as a table and as JSON (rewritten after every worker count).
 """
 
+import csv
+import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import tyro
@@ -44,20 +53,66 @@ class Args:
     """mean training return (over one log row) that counts as reached"""
     output: str = "speedup.json"
     """where the JSON goes"""
+    out_dir: Optional[str] = None
+    """keep each run in <out-dir>/<script>/workers<W>_seed<S>; a rerun skips those measured (default: temporary)"""
+    stop_at_reference: bool = True
+    """interrupt a run (Ctrl-C: it saves its checkpoint and exits) once a log row reaches the reference: what
+    follows cannot change the time and steps to it"""
 
 
-def time_to_reference(script, workers, seed, reference_score):
-    """(seconds, global_step) of the first progress.csv row at or above the reference, or (None, None).
+def measure(script, workers, seed, args):
+    """(seconds, global_step) at which one run first reaches the reference, or (None, None).
 
-    Seconds count from the last row before the workers' first step, so that process start-up
-    (about 2 s here, the same for any worker count) does not blur the speed-up.
-    """
-    with tempfile.TemporaryDirectory() as run_dir:
-        command = [sys.executable, os.path.join(ROOT, script), "--env-id", "CartPole-v1", "--num-workers",
-                   str(workers), "--seed", str(seed), "--eval-interval", "1000000000", "--log-interval", "0.25",
-                   "--run-dir", run_dir, *COMMANDS[script]]
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        return reached(os.path.join(run_dir, "progress.csv"), reference_score)
+    With --out-dir the result is also written to the run's directory (result.json), and read from there
+    instead of training again when the command is repeated."""
+    if args.out_dir is None:
+        with tempfile.TemporaryDirectory() as run_dir:
+            return train(script, workers, seed, args, run_dir)
+    run_dir = os.path.join(args.out_dir, os.path.splitext(script)[0], f"workers{workers}_seed{seed}")
+    result_path = os.path.join(run_dir, "result.json")
+    if not os.path.exists(result_path):
+        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
+        seconds, steps = train(script, workers, seed, args, run_dir)
+        with open(result_path, "w") as f:
+            json.dump({"seconds": seconds, "steps": steps, "reference_score": args.reference_score}, f)
+    with open(result_path) as f:
+        result = json.load(f)
+    if result["reference_score"] != args.reference_score:
+        sys.exit(f"{run_dir} was measured against {result['reference_score']}, not {args.reference_score}: "
+                 "use another --out-dir")
+    return result["seconds"], result["steps"]
+
+
+def train(script, workers, seed, args, run_dir):
+    """Train one run in run_dir, stopped early once it reaches the reference with --stop-at-reference."""
+    command = [sys.executable, os.path.join(ROOT, script), "--env-id", "CartPole-v1", "--num-workers",
+               str(workers), "--seed", str(seed), "--eval-interval", "1000000000", "--log-interval", "0.25",
+               "--run-dir", run_dir, *COMMANDS[script]]
+    progress_csv = os.path.join(run_dir, "progress.csv")
+    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: the progress bar would fill a pipe
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        interrupted = False
+        while process.poll() is None:
+            time.sleep(0.2)
+            if args.stop_at_reference and not interrupted and any_row_reaches(progress_csv, args.reference_score):
+                process.send_signal(signal.SIGINT)
+                interrupted = True
+        if process.returncode not in ((0, 130) if interrupted else (0,)):
+            stderr.seek(0)
+            sys.exit(f"{' '.join(command)}\nexit status {process.returncode}:\n{stderr.read()[-3000:]}")
+    return reached(progress_csv, args.reference_score)
+
+
+def any_row_reaches(progress_csv, reference_score):
+    """Whether a complete row of a running run's progress.csv has a training return at or above the reference
+    (the last line may be half written)."""
+    try:
+        with open(progress_csv) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return False
+    rows = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1]))
+    return any(float(row.get("episodic_return") or "-inf") >= reference_score for row in rows)
 
 
 def reached(progress_csv, reference_score):
@@ -70,30 +125,42 @@ def reached(progress_csv, reference_score):
 
 
 def median(values):
-    values = [v for v in values if v is not None]
-    return float(np.median(values)) if values else None
+    """Median over seeds, a run that never reached the reference counting as infinitely slow (None when
+    that is the median: most runs did not reach it)."""
+    middle = float(np.median([np.inf if v is None else v for v in values]))
+    return None if np.isinf(middle) else middle
 
 
-if __name__ == "__main__":
+def ratio(numerator, denominator):
+    return numerator / denominator if numerator is not None and denominator is not None else None
+
+
+def main():
     args = tyro.cli(Args)
     results = []
     for script in args.scripts:
         for workers in args.workers:
-            runs = [time_to_reference(script, workers, seed, args.reference_score) for seed in args.seeds]
-            results.append({"script": script, "workers": workers, "seconds": [r[0] for r in runs],
-                            "steps": [r[1] for r in runs], "median_seconds": median([r[0] for r in runs]),
-                            "median_steps": median([r[1] for r in runs])})
-            print(json.dumps(results[-1]), flush=True)
+            runs = [measure(script, workers, seed, args) for seed in args.seeds]
+            result = {"script": script, "workers": workers, "seconds": [r[0] for r in runs],
+                      "steps": [r[1] for r in runs], "median_seconds": median([r[0] for r in runs]),
+                      "median_steps": median([r[1] for r in runs])}
+            first = next(x for x in results + [result] if x["script"] == script)
+            result["speedup"] = ratio(first["median_seconds"], result["median_seconds"])  # in wall time
+            result["steps_ratio"] = ratio(result["median_steps"], first["median_steps"])  # < 1: fewer steps
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            with open(args.output, "w") as f:  # after every worker count: usable meanwhile
+                json.dump({"reference_score": args.reference_score, "cpu_count": os.cpu_count(),
+                           "seeds": args.seeds, "results": results}, f, indent=2)
     print(f"\nCartPole-v1, reference {args.reference_score}, medians over seeds {args.seeds}, {os.cpu_count()} cores")
-    print(f"{'script':<20} {'workers':>7} {'seconds':>8} {'steps':>8} {'speed-up':>9} {'reached':>8}")
+    print(f"{'script':<20} {'workers':>7} {'seconds':>8} {'steps':>8} {'speed-up':>9} {'steps x':>8} {'reached':>8}")
+    nan = float("nan")
     for r in results:
-        first = next(x for x in results if x["script"] == r["script"])
-        both = first["median_seconds"] and r["median_seconds"]
-        speedup = first["median_seconds"] / r["median_seconds"] if both else None
-        r["speedup"] = speedup
-        reached = f"{sum(s is not None for s in r['seconds'])}/{len(r['seconds'])}"
-        print(f"{r['script']:<20} {r['workers']:>7} {r['median_seconds'] or float('nan'):>8.1f} "
-              f"{r['median_steps'] or float('nan'):>8.0f} {speedup or float('nan'):>9.2f} {reached:>8}")
-    with open(args.output, "w") as f:
-        summary = {"reference_score": args.reference_score, "cpu_count": os.cpu_count(), "results": results}
-        json.dump(summary, f, indent=2)
+        reached_by = f"{sum(s is not None for s in r['steps'])}/{len(r['steps'])}"
+        print(f"{r['script']:<20} {r['workers']:>7} {r['median_seconds'] or nan:>8.1f} "
+              f"{r['median_steps'] or nan:>8.0f} {r['speedup'] or nan:>9.2f} "
+              f"{r['steps_ratio'] or nan:>8.2f} {reached_by:>8}")
+
+
+if __name__ == "__main__":
+    main()

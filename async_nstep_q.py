@@ -445,7 +445,8 @@ def evaluator(args, shared, messages):
                 time.sleep(0.05)
                 continue
             shared.sync(model, params)
-            messages.send(("eval", evaluate(model, env, args.eval_episodes, args.eval_epsilon, derive_seed(args.seed))))
+            returns = evaluate(model, env, args.eval_episodes, args.eval_epsilon, derive_seed(args.seed))
+            messages.send(("eval", (step, returns)))  # the step of the weights evaluated
             next_eval = (step // args.eval_interval + 1) * args.eval_interval
     except Exception:
         report_error(messages, "error")
@@ -528,7 +529,7 @@ class Progress:
     COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names)
         "global_step": None, "frames": "charts/frames", "seconds": None, "sps": "charts/SPS",
         "episodic_return": "charts/episodic_return", "eval_return_mean": "eval/return_mean",
-        "eval_return_std": "eval/return_std", "learning_rate": "charts/learning_rate",
+        "eval_return_std": "eval/return_std", "eval_global_step": None, "learning_rate": "charts/learning_rate",
         "episodic_length": "charts/episodic_length", "td_loss": "losses/td_loss", "q_values": "losses/q_values",
         "epsilon": "charts/epsilon", "skipped_updates": "losses/skipped_updates"}
 
@@ -548,7 +549,7 @@ class Progress:
         self.last_time, self.last_step = time.time(), global_step
 
     def record(self, rank, kind, payload):
-        """Keep a message for the next row: an episode's (return, length), loss sums, an evaluation's returns, a
+        """Keep a message for the next row: an episode's (return, length), loss sums, an evaluation (step, returns), a
         worker's epsilon."""
         if kind == "episode":
             self.episodes.append(payload)
@@ -567,12 +568,13 @@ class Progress:
             return
         updates, self.skipped = self.losses.pop("updates", 0), self.skipped + self.losses.pop("skipped_updates", 0)
         returns, lengths = zip(*self.episodes, strict=True) if self.episodes else (None, None)
+        evaluated_at, evaluation = self.evaluation or (None, None)
         for rank, epsilon in self.epsilons.items():
             self.writer.add_scalar(f"charts/epsilon_worker_{rank}", epsilon, step)
         self.row(global_step=step, seconds=seconds, sps=(step - self.last_step) / (now - self.last_time),
                  episodic_return=returns and np.mean(returns), episodic_length=lengths and np.mean(lengths),
-                 eval_return_mean=self.evaluation and np.mean(self.evaluation),
-                 eval_return_std=self.evaluation and np.std(self.evaluation),
+                 eval_global_step=evaluated_at, eval_return_mean=evaluation and np.mean(evaluation),
+                 eval_return_std=evaluation and np.std(evaluation),
                  learning_rate=self.args.learning_rate * max(0.0, 1.0 - step / self.args.total_timesteps),
                  epsilon=np.mean(list(self.epsilons.values())) if self.epsilons else None, skipped_updates=self.skipped,
                  **{key: sum_ / updates for key, sum_ in self.losses.items() if updates})
@@ -585,8 +587,9 @@ class Progress:
         self.csv.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in values.items()})
         self.file.flush()
         for key, value in values.items():
-            if self.COLUMNS[key]:
-                self.writer.add_scalar(self.COLUMNS[key], value, values["global_step"])
+            if self.COLUMNS[key]:  # an evaluation at the step of the weights it evaluated
+                step = values["eval_global_step"] if key.startswith("eval_") else values["global_step"]
+                self.writer.add_scalar(self.COLUMNS[key], value, step)
         self.bar.set_postfix({key: f"{values[key]:.4g}" for key in ("sps", "episodic_return", "eval_return_mean")
                               if key in values})
 
@@ -657,8 +660,9 @@ def train(args, ckpt, sources):
         print(f"{SCRIPT}: {outcome}", file=sys.stderr)
         return 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
     checkpoint("model.pt")
-    result = final_evaluation(args, model, run_dir, shared.global_step())
-    progress.row(global_step=shared.global_step(), seconds=time.time() - start, eval_return_mean=result["mean"],
+    step = shared.global_step()
+    result = final_evaluation(args, model, run_dir, step)
+    progress.row(global_step=step, seconds=time.time() - start, eval_global_step=step, eval_return_mean=result["mean"],
                  eval_return_std=result["std"], learning_rate=0.0, skipped_updates=progress.skipped)
     progress.close()
     return 0

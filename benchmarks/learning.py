@@ -44,7 +44,8 @@ class Args:
 
 
 def read_curve(progress_csv, column="episodic_return"):
-    """(global_step, seconds, value) arrays of the rows where `column` has a value.
+    """(global_step, seconds, value) arrays of the rows where `column` has a value; for an evaluation column the
+    step is the one whose weights were evaluated (eval_global_step), not the later one at which its row was written.
 
     A resumed run appends to progress.csv from its last checkpoint, so the steps after that
     checkpoint appear twice: the rows the interrupted run wrote past it are dropped."""
@@ -55,7 +56,9 @@ def read_curve(progress_csv, column="episodic_return"):
                 rows.pop()
             rows.append(row)
     rows = [row for row in rows if row.get(column)]
-    return tuple(np.array([float(row[key]) for row in rows]) for key in ("global_step", "seconds", column))
+    step = "eval_global_step" if column.startswith("eval_") else "global_step"
+    steps = [float(row.get(step) or row["global_step"]) for row in rows]  # older files: the row's step
+    return np.array(steps), *(np.array([float(row[key]) for row in rows]) for key in ("seconds", column))
 
 
 def first_reaching(steps, seconds, values, reference):

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import tyro
@@ -50,7 +50,13 @@ class Args:
     seeds: tuple[int, ...] = (1, 2, 3)
     """seeds per worker count"""
     reference_score: float = 195.0
-    """mean training return (over one log row) that counts as reached"""
+    """the score that counts as reached"""
+    column: Literal["episodic_return", "eval_return_mean"] = "episodic_return"
+    """what must reach it: a log row's mean training return, or a periodic evaluation (every --eval-interval
+    steps, at the step of the weights it evaluated); the value-based workers explore with different epsilons,
+    which their training returns mix"""
+    eval_interval: int = 2000
+    """steps between evaluations, with --column eval_return_mean"""
     output: str = "speedup.json"
     """where the JSON goes"""
     out_dir: Optional[str] = None
@@ -61,10 +67,9 @@ class Args:
 
 
 def measure(script, workers, seed, args):
-    """(seconds, global_step) at which one run first reaches the reference, or (None, None).
-
-    With --out-dir the result is also written to the run's directory (result.json), and read from there
-    instead of training again when the command is repeated."""
+    """One run's {seconds, steps} at which it first reaches the reference (None, None if it does not) and the
+    evaluation spacing. With --out-dir it is also written to the run's directory (result.json), and read from
+    there instead of training again when the command is repeated."""
     if args.out_dir is None:
         with tempfile.TemporaryDirectory() as run_dir:
             return train(script, workers, seed, args, run_dir)
@@ -72,55 +77,66 @@ def measure(script, workers, seed, args):
     result_path = os.path.join(run_dir, "result.json")
     if not os.path.exists(result_path):
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
-        seconds, steps = train(script, workers, seed, args, run_dir)
+        result = train(script, workers, seed, args, run_dir)
         with open(result_path, "w") as f:
-            json.dump({"seconds": seconds, "steps": steps, "reference_score": args.reference_score}, f)
+            json.dump(result, f)
     with open(result_path) as f:
         result = json.load(f)
-    if result["reference_score"] != args.reference_score:
-        sys.exit(f"{run_dir} was measured against {result['reference_score']}, not {args.reference_score}: "
-                 "use another --out-dir")
-    return result["seconds"], result["steps"]
+    if (result["reference_score"], result["column"]) != (args.reference_score, args.column):
+        sys.exit(f"{run_dir} was measured as {result['column']} >= {result['reference_score']}, not "
+                 f"{args.column} >= {args.reference_score}: use another --out-dir")
+    return result
 
 
 def train(script, workers, seed, args, run_dir):
     """Train one run in run_dir, stopped early once it reaches the reference with --stop-at-reference."""
+    eval_interval = args.eval_interval if args.column == "eval_return_mean" else 1_000_000_000
     command = [sys.executable, os.path.join(ROOT, script), "--env-id", "CartPole-v1", "--num-workers",
-               str(workers), "--seed", str(seed), "--eval-interval", "1000000000", "--log-interval", "0.25",
+               str(workers), "--seed", str(seed), "--eval-interval", str(eval_interval), "--log-interval", "0.25",
                "--run-dir", run_dir, *COMMANDS[script]]
     progress_csv = os.path.join(run_dir, "progress.csv")
     with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: the progress bar would fill a pipe
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        interrupted = False
+        watch, interrupted = args.stop_at_reference, False
         while process.poll() is None:
             time.sleep(0.2)
-            if args.stop_at_reference and not interrupted and any_row_reaches(progress_csv, args.reference_score):
+            if watch and any_row_reaches(progress_csv, args.reference_score, args.column):
                 process.send_signal(signal.SIGINT)
-                interrupted = True
+                watch, interrupted = False, True
         if process.returncode not in ((0, 130) if interrupted else (0,)):
             stderr.seek(0)
             sys.exit(f"{' '.join(command)}\nexit status {process.returncode}:\n{stderr.read()[-3000:]}")
-    return reached(progress_csv, args.reference_score)
+    seconds, steps = reached(progress_csv, args.reference_score, args.column)
+    return {"seconds": seconds, "steps": steps, "reference_score": args.reference_score, "column": args.column,
+            "evaluation_spacing": evaluation_spacing(progress_csv, args.column)}
 
 
-def any_row_reaches(progress_csv, reference_score):
-    """Whether a complete row of a running run's progress.csv has a training return at or above the reference
-    (the last line may be half written)."""
+def evaluation_spacing(progress_csv, column):
+    """Median global steps between the weights of consecutive evaluations: the resolution of the steps to the
+    reference with --column eval_return_mean (the evaluator plays while the workers train, so it falls behind
+    --eval-interval when it gets little of the cores)."""
+    steps = read_curve(progress_csv, column)[0] if column == "eval_return_mean" else []
+    return float(np.median(np.diff(steps))) if len(steps) > 1 else None
+
+
+def any_row_reaches(progress_csv, reference_score, column="episodic_return"):
+    """Whether a complete row of a running run's progress.csv has a `column` at or above the reference (the last
+    line may be half written)."""
     try:
         with open(progress_csv) as f:
             text = f.read()
     except FileNotFoundError:
         return False
     rows = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1]))
-    return any(float(row.get("episodic_return") or "-inf") >= reference_score for row in rows)
+    return any(float(row.get(column) or "-inf") >= reference_score for row in rows)
 
 
-def reached(progress_csv, reference_score):
+def reached(progress_csv, reference_score, column="episodic_return"):
     """(seconds, global_step) at which a run's progress.csv first reaches the reference, the seconds
     counted from its last row at global step 0 (or from the start if it has none)."""
     steps, seconds, _ = read_curve(progress_csv, "global_step")  # every row
     started = float(seconds[steps == 0].max()) if (steps == 0).any() else 0.0
-    at_step, at_seconds = first_reaching(*read_curve(progress_csv), reference_score)
+    at_step, at_seconds = first_reaching(*read_curve(progress_csv, column), reference_score)
     return (None, None) if at_step is None else (at_seconds - started, int(at_step))
 
 
@@ -141,25 +157,28 @@ def main():
     for script in args.scripts:
         for workers in args.workers:
             runs = [measure(script, workers, seed, args) for seed in args.seeds]
-            result = {"script": script, "workers": workers, "seconds": [r[0] for r in runs],
-                      "steps": [r[1] for r in runs], "median_seconds": median([r[0] for r in runs]),
-                      "median_steps": median([r[1] for r in runs])}
+            result = {"script": script, "workers": workers}
+            result.update({key: [run[key] for run in runs] for key in ("seconds", "steps", "evaluation_spacing")})
+            result.update(median_seconds=median(result["seconds"]), median_steps=median(result["steps"]),
+                          median_evaluation_spacing=median([x for x in result["evaluation_spacing"] if x] or [None]))
             first = next(x for x in results + [result] if x["script"] == script)
             result["speedup"] = ratio(first["median_seconds"], result["median_seconds"])  # in wall time
             result["steps_ratio"] = ratio(result["median_steps"], first["median_steps"])  # < 1: fewer steps
             results.append(result)
             print(json.dumps(result), flush=True)
             with open(args.output, "w") as f:  # after every worker count: usable meanwhile
-                json.dump({"reference_score": args.reference_score, "cpu_count": os.cpu_count(),
+                json.dump({"reference_score": args.reference_score, "column": args.column, "cpu_count": os.cpu_count(),
                            "seeds": args.seeds, "results": results}, f, indent=2)
-    print(f"\nCartPole-v1, reference {args.reference_score}, medians over seeds {args.seeds}, {os.cpu_count()} cores")
-    print(f"{'script':<20} {'workers':>7} {'seconds':>8} {'steps':>8} {'speed-up':>9} {'steps x':>8} {'reached':>8}")
+    print(f"\nCartPole-v1, {args.column} >= {args.reference_score}, medians over seeds {args.seeds}, "
+          f"{os.cpu_count()} cores")
+    print(f"{'script':<20} {'workers':>7} {'seconds':>8} {'steps':>8} {'speed-up':>9} {'steps x':>8} {'reached':>8} "
+          f"{'eval every':>10}")
     nan = float("nan")
     for r in results:
         reached_by = f"{sum(s is not None for s in r['steps'])}/{len(r['steps'])}"
         print(f"{r['script']:<20} {r['workers']:>7} {r['median_seconds'] or nan:>8.1f} "
               f"{r['median_steps'] or nan:>8.0f} {r['speedup'] or nan:>9.2f} "
-              f"{r['steps_ratio'] or nan:>8.2f} {reached_by:>8}")
+              f"{r['steps_ratio'] or nan:>8.2f} {reached_by:>8} {r['median_evaluation_spacing'] or nan:>10.0f}")
 
 
 if __name__ == "__main__":

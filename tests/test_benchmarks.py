@@ -15,7 +15,7 @@ from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
 from robustness import learning_rate, summarize  # noqa: E402
 from screen import first_window_reaching, windows  # noqa: E402
-from speedup import reached  # noqa: E402
+from speedup import any_row_reaches, median, reached  # noqa: E402
 
 
 def test_human_normalized_scores():
@@ -57,6 +57,17 @@ def test_smoothing_and_first_row_reaching_a_score(tmp_path):
     assert steps.tolist() == [100, 150, 250] and values.tolist() == [50, 300, 450]
 
 
+def test_an_evaluation_curve_is_read_at_the_step_of_the_weights_evaluated(tmp_path):
+    (tmp_path / "progress.csv").write_text("global_step,seconds,episodic_return,eval_global_step,eval_return_mean\n"
+                                           "900,1.0,20,300,180\n1900,2.0,40,,\n2500,3.0,,2000,200\n")
+    steps, seconds, values = read_curve(tmp_path / "progress.csv", "eval_return_mean")
+    assert steps.tolist() == [300, 2000] and seconds.tolist() == [1.0, 3.0] and values.tolist() == [180, 200]
+    assert read_curve(tmp_path / "progress.csv")[0].tolist() == [900, 1900]  # training returns: the row's step
+    assert reached(tmp_path / "progress.csv", 195, "eval_return_mean") == (3.0, 2000)
+    (tmp_path / "old.csv").write_text("global_step,seconds,eval_return_mean\n900,1.0,180\n")  # before the column
+    assert read_curve(tmp_path / "old.csv", "eval_return_mean")[0].tolist() == [900]
+
+
 def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):
     # the main process writes rows at step 0 while the workers start (2.5 s here): not counted
     (tmp_path / "progress.csv").write_text(
@@ -64,6 +75,21 @@ def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):
     assert reached(tmp_path / "progress.csv", 195) == (1.5, 900)
     assert reached(tmp_path / "progress.csv", 475) == (2.5, 1500)
     assert reached(tmp_path / "progress.csv", 500) == (None, None)
+
+
+def test_a_running_run_is_stopped_on_complete_rows_only(tmp_path):
+    progress = tmp_path / "progress.csv"
+    assert not any_row_reaches(progress, 195)  # not written yet
+    progress.write_text("global_step,seconds,episodic_return\n0,1.0,\n120,3.0,10\n900,4.0,19")  # "19" of "195.5"?
+    assert not any_row_reaches(progress, 15)  # the half-written row does not count, whatever it ends as
+    progress.write_text("global_step,seconds,episodic_return\n0,1.0,\n120,3.0,30\n900,4.0,195.5\n")
+    assert any_row_reaches(progress, 195) and not any_row_reaches(progress, 196)
+
+
+def test_speed_up_medians_count_a_run_that_never_reached_as_slowest():
+    assert median([3.0, None, 1.0]) == 3.0  # not 2.0, the median of the two that reached
+    assert median([None, None, 1.0]) is None and median([None]) is None
+    assert median([4.0, 2.0]) == 3.0
 
 
 def test_screening_windows_average_rows_per_window_and_find_the_first_milestone():
@@ -108,3 +134,22 @@ def test_robustness_runs_each_draw_once_and_a_rerun_skips_finished_runs(tmp_path
     assert {path: os.path.getmtime(path) for path in finished} == finished
     summary = json.load(open(tmp_path / "summary.json"))
     assert [record["run"] for record in summary["runs"]] == [0, 1] and summary["optimizers"]["rmsprop"]["runs"] == 2
+
+
+@pytest.mark.slow
+def test_speed_up_runs_stop_at_the_reference_and_a_rerun_skips_them(tmp_path):
+    # a3c.py's CartPole command trains 100k steps; random play averages about 22, so 15 is reached at once
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "speedup.py"), "--scripts", "a3c.py", "--workers", "1",
+               "--seeds", "1", "--reference-score", "15", "--out-dir", str(tmp_path / "runs"),
+               "--output", str(tmp_path / "speedup.json")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "a3c" / "workers1_seed1"
+    steps, _, _ = read_curve(run_dir / "progress.csv", "global_step")
+    assert steps.max() < 50_000 and (run_dir / "checkpoint.pt").exists()  # interrupted, and saved on the way out
+    result = json.load(open(tmp_path / "speedup.json"))["results"][0]
+    assert result["workers"] == 1 and 0 < result["steps"][0] <= steps.max() and result["steps_ratio"] == 1.0
+    stamp = os.path.getmtime(run_dir / "result.json")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and os.path.getmtime(run_dir / "result.json") == stamp
+    assert json.load(open(tmp_path / "speedup.json"))["results"][0]["steps"] == result["steps"]

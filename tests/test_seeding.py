@@ -70,6 +70,21 @@ def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_a_periodic_evaluation_is_logged_with_the_step_of_the_weights_it_evaluated(module, tmp_path):
+    # the evaluator copied the weights at step 300; training went on to 900 while it played
+    args = module.Args(env_id="CartPole-v1", total_timesteps=1000, log_interval=0.0)
+    progress = module.Progress(str(tmp_path), args, global_step=0)
+    progress.record(2, "eval", (300, [10.0, 30.0]))  # rank 2: the evaluator of a 2-worker run
+    progress.log(step=900, seconds=1.0)
+    progress.log(step=950, seconds=1.5)  # no evaluation since: empty cells
+    progress.close()
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert (rows[0]["global_step"], rows[0]["eval_global_step"], rows[0]["eval_return_mean"]) == ("900", "300", "20")
+    assert rows[1]["global_step"] == "950" and rows[1]["eval_global_step"] == rows[1]["eval_return_mean"] == ""
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
 def test_center_init_sets_the_biases_of_a_new_atari_model_only(module):
     def trunk_biases(model):
         return torch.cat([layer.bias for layer in model.trunk if hasattr(layer, "bias")])

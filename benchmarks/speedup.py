@@ -98,11 +98,16 @@ def train(script, workers, seed, args, run_dir):
     with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: the progress bar would fill a pipe
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         watch, interrupted = args.stop_at_reference, False
-        while process.poll() is None:
-            time.sleep(0.2)
-            if watch and any_row_reaches(progress_csv, args.reference_score, args.column):
+        try:
+            while process.poll() is None:
+                time.sleep(0.2)
+                if watch and any_row_reaches(progress_csv, args.reference_score, args.column):
+                    process.send_signal(signal.SIGINT)
+                    watch, interrupted = False, True
+        finally:
+            if process.poll() is None:  # this command was interrupted: the run stops with it, not orphaned
                 process.send_signal(signal.SIGINT)
-                watch, interrupted = False, True
+                process.wait()
         if process.returncode not in ((0, 130) if interrupted else (0,)):
             stderr.seek(0)
             sys.exit(f"{' '.join(command)}\nexit status {process.returncode}:\n{stderr.read()[-3000:]}")
@@ -153,6 +158,7 @@ def ratio(numerator, denominator):
 
 def main():
     args = tyro.cli(Args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind as on Ctrl-C: the running training stops too
     results = []
     for script in args.scripts:
         for workers in args.workers:

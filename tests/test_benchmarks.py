@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -153,3 +154,35 @@ def test_speed_up_runs_stop_at_the_reference_and_a_rerun_skips_them(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and os.path.getmtime(run_dir / "result.json") == stamp
     assert json.load(open(tmp_path / "speedup.json"))["results"][0]["steps"] == result["steps"]
+
+
+@pytest.mark.slow
+def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
+    run_dir = tmp_path / "runs" / "async_sarsa" / "workers1_seed1"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "speedup.py"), "--scripts", "async_sarsa.py",
+               "--workers", "1", "--seeds", "1", "--reference-score", "600", "--out-dir", str(tmp_path / "runs"),
+               "--output", str(tmp_path / "speedup.json")]  # 600: never reached, the run would train 200k steps
+    speedup = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def training():  # the training run's processes: its run directory is on their command line
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                line = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:  # gone meanwhile
+                continue
+            if str(run_dir) in line and "speedup.py" not in line:
+                found.append(pid)
+        return found
+
+    deadline = time.time() + 120
+    while not (run_dir / "progress.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert training()  # it runs: the check below can see it
+    speedup.terminate()
+    assert speedup.wait(timeout=60) == 143
+    deadline = time.time() + 60
+    while training() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not training() and (run_dir / "checkpoint.pt").exists()  # stopped by Ctrl-C: it saved on the way out
+    assert not (run_dir / "result.json").exists()  # unfinished: a rerun trains it again

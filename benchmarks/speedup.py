@@ -1,11 +1,12 @@
 """Table 2 of the paper on a small task: time and data to first reach a reference score, 1 vs N workers.
 
     python benchmarks/speedup.py --workers 1 2 --seeds 1 2 3
-    python benchmarks/speedup.py --workers 1 2 4 8 16 --seeds 1 2 3 4 5 --out-dir runs/speedup
+    python benchmarks/speedup.py --workers 1 2 4 8 16 --seeds 1 2 3 4 5 --column eval_return_mean --out-dir runs/speedup
 
 Runs each script on CartPole-v1 with its CartPole command (docs/results.md), once per worker count and seed,
-and reads from progress.csv the wall time (and global step) of the first log row whose
-mean training return reaches the reference score; a run is interrupted there (--stop-at-reference).
+and reads from progress.csv the wall time and global step at which the score first reaches the reference: a
+log row's mean training return, or with --column eval_return_mean a periodic evaluation, at the step of the
+weights it evaluated. A run is interrupted there (--stop-at-reference).
 Reports medians over seeds, the speed-up in wall time of each worker count over the first, and the
 ratio of their global steps (below 1: the added workers need less data in total, the paper's
 super-linear case), as a table and as JSON (rewritten after every worker count).
@@ -165,8 +166,9 @@ def main():
             runs = [measure(script, workers, seed, args) for seed in args.seeds]
             result = {"script": script, "workers": workers}
             result.update({key: [run[key] for run in runs] for key in ("seconds", "steps", "evaluation_spacing")})
+            spacings = [x for x in result["evaluation_spacing"] if x is not None]  # None: not measured on evaluations
             result.update(median_seconds=median(result["seconds"]), median_steps=median(result["steps"]),
-                          median_evaluation_spacing=median([x for x in result["evaluation_spacing"] if x] or [None]))
+                          median_evaluation_spacing=float(np.median(spacings)) if spacings else None)
             first = next(x for x in results + [result] if x["script"] == script)
             result["speedup"] = ratio(first["median_seconds"], result["median_seconds"])  # in wall time
             result["steps_ratio"] = ratio(result["median_steps"], first["median_steps"])  # < 1: fewer steps

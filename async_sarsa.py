@@ -71,6 +71,13 @@ def epsilon_final_for(rank, num_workers):
     return EPSILON_FINALS[int(np.searchsorted(np.cumsum(EPSILON_PROBABILITIES), quantile, side="right"))]
 
 
+def exploration_rng(seed):
+    """The epsilon-greedy draws of a worker or an evaluation given `seed`, a stream of their own: env.reset(seed=seed)
+    draws from np.random.default_rng(seed), and sharing it would tie the exploration to the initial states
+    (CartPole's first state is that stream's first four draws)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
 def epsilon_at(global_step, epsilon_final, anneal_steps):
     """Linear from 1 to epsilon_final over the first anneal_steps global steps, then constant."""
     return epsilon_final + (1.0 - epsilon_final) * max(0.0, 1.0 - global_step / anneal_steps)
@@ -115,13 +122,14 @@ class MomentumSGD:
 class Shared:
     """What the processes share, in shared memory, read and written without locks (Hogwild): a process killed
     while holding a lock would leave the others waiting forever. params: theta in one flat buffer (the main
-    process's model is a view of it); target_params: theta^-; target_version: how many times theta^- was
-    refreshed (refresh_target); optimizer: SharedRMSprop or MomentumSGD, with its statistics; step_counts: T as
-    one counter per worker, each written by its worker alone, plus the steps before a resume; stop: set at the end."""
+    process's model is a view of it); target_params: theta^-; target_step: the global step of the interval
+    boundary at which theta^- was last refreshed (refresh_target); optimizer: SharedRMSprop or MomentumSGD, with
+    its statistics; step_counts: T as one counter per worker, each written by its worker alone, plus the steps
+    before a resume; stop: set at the end."""
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
-        self.target_params, self.target_version = self.params.clone().share_memory_(), ctx.Value("q", 0)
+        self.target_params, self.target_step = self.params.clone().share_memory_(), ctx.Value("q", 0)
         rows = 1 if args.optimizer == "shared_rmsprop" else args.num_workers  # a row of statistics per worker
         self.optimizer = (MomentumSGD(self.params, args.momentum, rows) if args.optimizer == "momentum_sgd"
                           else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, rows))
@@ -140,18 +148,20 @@ class Shared:
         params.copy_(self.params)
 
 
-def refresh_target(target_params, shared_params, target_version, global_step, interval):
-    """theta^- <- theta once per `interval` global steps, by the first worker to cross the boundary. The check is
-    repeated under target_version's lock so that two workers crossing one boundary copy only once. The lock
-    covers the check alone, not the copy: held that briefly, it is all but never held by a worker that gets killed,
-    which would leave the others waiting for it forever. True if it copied."""
-    due = global_step // interval
-    if due <= target_version.value:
+def refresh_target(target_params, shared_params, target_step, global_step, interval):
+    """theta^- <- theta once per `interval` global steps, by the first worker to cross the boundary. target_step
+    holds the boundary last crossed, as a step (not a count of intervals), so that a run resumed with another
+    interval refreshes at its next boundary. The check is repeated under target_step's lock so that two workers
+    crossing one boundary copy only once. The lock covers the check alone, not the copy: held that briefly, it is
+    all but never held by a worker that gets killed, which would leave the others waiting for it forever. True if it
+    copied."""
+    due = global_step // interval * interval
+    if due <= target_step.value:
         return False
-    with target_version.get_lock():
-        if due <= target_version.value:
+    with target_step.get_lock():
+        if due <= target_step.value:
             return False
-        target_version.value = due
+        target_step.value = due
     target_params.copy_(shared_params)
     return True
 
@@ -223,7 +233,7 @@ def worker(rank, seed, args, shared, messages):
     torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
     try:
         torch.manual_seed(seed)
-        rng, epsilon_final = np.random.default_rng(seed), epsilon_final_for(rank, args.num_workers)
+        rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers)
         env = make_env(args.env_id, training=True)
         model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
         params, grads = flatten_parameters(model)
@@ -244,7 +254,7 @@ def worker(rank, seed, args, shared, messages):
             skips_in_a_row = 0 if applied else skips_in_a_row + 1
             if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
                 raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
-            refresh_target(shared.target_params, shared.params, shared.target_version, step,
+            refresh_target(shared.target_params, shared.params, shared.target_step, step,
                            args.target_update_interval)  # if T mod I_target == 0: theta^- <- theta
             if time.time() - last_report > 2.0:
                 messages.send(("losses", dict(stats)))
@@ -259,7 +269,7 @@ def worker(rank, seed, args, shared, messages):
 
 def evaluate(model, env, num_episodes, epsilon, seed):
     """Play whole episodes with real rewards, epsilon-greedy with a small epsilon."""
-    rng = np.random.default_rng(seed)
+    rng = exploration_rng(seed)
     returns = []
     for episode in range(num_episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
@@ -307,6 +317,8 @@ class Args:
     eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
     eval_epsilon: float = 0.05  # epsilon of the epsilon-greedy evaluation policy (a small one, as in DQN's)
     eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
+    stop_at_eval_return: float | None = None  # end the run (checkpoint, final evaluation, exit 0) at the first
+    """periodic evaluation whose mean reaches this; --resume goes on from there"""
     log_interval: float = 5.0  # seconds between rows of progress.csv
     checkpoint_interval: float = 300.0  # seconds between checkpoints
     max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1
@@ -325,17 +337,14 @@ PRESETS = {
     "vector": dict(total_timesteps=300_000, learning_rate=2e-3, t_max=20, target_update_interval=500,
                    epsilon_anneal_steps=20_000, eval_interval=10_000),
 }
-HELP = f"{Args.__doc__} Defaults that a family of environments changes (--no-<flag> turns a switch off): " + "; ".join(
-    f"{family}: " + (" ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in preset.items())
-                     or "the paper's values") for family, preset in PRESETS.items())
 
 
 def parse_args():
     """Flags not given come from the env family's preset or, with --resume or --eval-only, from the checkpoint.
-    Returns args, the checkpoint (or None) and where each value came from."""
-    args, fields = tyro.cli(Args, description=HELP), [f.name for f in dataclasses.fields(Args)]
-    given = {token[2:].split("=")[0].replace("-", "_").removeprefix("no_") for token in sys.argv[1:]
-             if token.startswith("--")}
+    Returns args, the checkpoint (or None) and where each value came from. --help shows the values that will run."""
+    argv, fields = sys.argv[1:], [f.name for f in dataclasses.fields(Args)]
+    args = tyro.cli(Args, args=[token for token in argv if token not in ("-h", "--help")])  # which env, which run
+    given = {token[2:].split("=")[0].replace("-", "_").removeprefix("no_") for token in argv if token.startswith("--")}
     if args.eval_only and not args.checkpoint:
         raise UsageError("--eval-only needs --checkpoint PATH (a model.pt or checkpoint.pt)")
     path = args.resume or (args.checkpoint if args.eval_only else None)
@@ -343,12 +352,17 @@ def parse_args():
     if ckpt is None:
         family = env_family(args.env_id)
         changed, source = PRESETS.get(family, {}), f"{family} preset"
+        origin = f"{args.env_id} (the {family} family)" if family else f"{args.env_id} (in no family)"
     else:  # everything from the checkpoint but what says which run this is
         changed = {k: v for k, v in ckpt["args"].items() if k in fields} | dict(
             run_dir=os.path.dirname(os.path.abspath(path)) if args.resume else None, resume=args.resume,
             eval_only=args.eval_only, checkpoint=args.checkpoint, capture_video=False)
-        source = "checkpoint"
-    args = tyro.cli(Args, default=dataclasses.replace(Args(), **changed), description=HELP)
+        source, origin = "checkpoint", f"the run in {path}"
+    args = tyro.cli(Args, args=argv, default=dataclasses.replace(Args(), **changed),
+                    description=describe(origin, source, changed))
+    unchanged = "default" if ckpt is None else "checkpoint"
+    sources = {name: "command line" if name in given else source if name in changed else unchanged
+               for name in fields}
     if ckpt is not None and args.resume and "optimizer_state" not in ckpt:
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
@@ -364,26 +378,48 @@ def parse_args():
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.max_worker_restarts < 0:
         raise UsageError(f"--max-worker-restarts must be 0 or more, got {args.max_worker_restarts}")
+    if not 0 <= args.seed < 2**63:  # SeedSequence takes no negative seed, torch.manual_seed nothing from 2**63 up
+        raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
     if not 0.0 <= args.eval_epsilon <= 1.0:
         raise UsageError(f"--eval-epsilon must be between 0 and 1, got {args.eval_epsilon}")
-    unchanged = "default" if ckpt is None else "checkpoint"
-    return args, ckpt, {name: "command line" if name in given else source if name in changed else unchanged
-                        for name in fields}
+    return args, ckpt, sources
+
+
+def describe(origin, source, changed):
+    """--help's text: the defaults it shows are the values that will run; which of them the preset (or the
+    checkpoint) set, and every family's preset."""
+    def flag(name, value):
+        switch = f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
+        return switch if isinstance(value, bool) else f"{switch} {value}"
+    shown = {name: value for name, value in changed.items()  # what differs from the defaults, but which run it is
+             if getattr(Args(), name) != value and name not in ("run_dir", "resume", "eval_only", "checkpoint")}
+    lines = [Args.__doc__, "", f"The defaults below are the values that will run for {origin}" + (
+        f"; these come from the {source}:" if shown else ": the script's own defaults.")]
+    lines += [f"  {flag(name, value)}" for name, value in shown.items()]
+    lines += ["", "The script's own defaults are the paper's values where it states them. What each family's preset "
+              "changes (a flag given always wins; --no-<flag> turns a switch off):"]
+    lines += [f"  {family}: " + (" ".join(flag(k, v) for k, v in preset.items()) or "nothing, the paper's values")
+              for family, preset in PRESETS.items()]
+    return "\n".join(lines + ["", "Add --env-id ID (or --resume PATH) to --help to see another env's values."])
 
 
 def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UsageError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read checkpoint {path}: {error.strerror}") from None
+    except Exception:  # torch's own message would suggest weights_only=False, which runs any code the file holds
+        raise UsageError(f"cannot read checkpoint {path}: it is not a model.pt or checkpoint.pt of {SCRIPT}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
         raise UsageError(f"{path} is not a checkpoint or model file written by this project")
     if ckpt.get("script") != SCRIPT:
         raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
     if "square_avg" in ckpt:  # written before --optimizer existed: shared RMSProp's statistics
         ckpt["optimizer_state"] = ckpt.pop("square_avg").reshape(1, -1)
+    if "target_version" in ckpt:  # written when theta^-'s refreshes were counted in intervals
+        ckpt["target_step"] = ckpt.pop("target_version") * ckpt["args"]["target_update_interval"]
     return ckpt
 
 
@@ -407,19 +443,34 @@ def build_model(args, ckpt=None):
 
 
 def make_run_dir(args, sources):
-    run_dir = args.run_dir or f"runs/{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{args.seed}__{int(time.time())}"
-    if not args.resume and os.path.exists(os.path.join(run_dir, "progress.csv")):  # never mix two runs' data
-        raise UsageError(f"{run_dir} already holds a run: continue it with --resume {run_dir}/checkpoint.pt, "
-                         "or choose another --run-dir")
+    """The run's own directory, with config.json; sets args.run_dir. --eval-only gets one of its own too: it
+    never writes into the training run it evaluates."""
+    kind = "eval__" if args.eval_only else ""
+    args.run_dir = args.run_dir or (f"runs/{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{kind}{args.seed}__"
+                                    f"{int(time.time())}")
+    held = any(os.path.exists(os.path.join(args.run_dir, name)) for name in ("progress.csv", "eval.json"))
+    if held and not args.resume:  # never mix two runs' data, nor replace a run's results
+        resume = "" if args.eval_only else f"continue it with --resume {args.run_dir}/checkpoint.pt, or "
+        raise UsageError(f"{args.run_dir} already holds a run: {resume}choose another --run-dir")
     versions = {name: importlib.metadata.version(name) for name in ("torch", "gymnasium", "ale_py", "mujoco")}
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
+        os.makedirs(args.run_dir, exist_ok=True)
+        with open(os.path.join(args.run_dir, "config.json"), "w") as f:
             json.dump({**dataclasses.asdict(args), "sources": sources,
                        "versions": {"python": sys.version.split()[0], **versions}}, f, indent=2)
     except OSError as error:
-        raise UsageError(f"cannot write the run directory {run_dir}: {error.strerror}") from None
-    return run_dir
+        raise UsageError(f"cannot write the run directory {args.run_dir}: {error.strerror}") from None
+    return args.run_dir
+
+
+def remove_run_files(run_dir):
+    """What a run writes before its first update (config.json, progress.csv, the TensorBoard file), and the
+    directory if nothing else is in it: a run interrupted then leaves nothing that looks like a run."""
+    for name in os.listdir(run_dir):
+        if name in ("config.json", "progress.csv") or name.startswith("events.out.tfevents"):
+            os.remove(os.path.join(run_dir, name))
+    if not os.listdir(run_dir):
+        os.rmdir(run_dir)
 
 
 def derive_seed(seed, *key):
@@ -484,7 +535,11 @@ class Processes:
             process = self.ctx.Process(target=worker, args=(rank, seed, self.args, self.shared, sender), daemon=True)
         else:
             process = self.ctx.Process(target=evaluator, args=(self.args, self.shared, sender), daemon=True)
+        # Ctrl-C goes to every process of the terminal's group: a child still importing torch would die of it,
+        # traceback and all. An ignored signal stays ignored in the child, so it starts deaf to Ctrl-C.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         process.start()
+        signal.signal(signal.SIGINT, handler)
         sender.close()  # the child holds the only writer: its death closes the pipe
         return process, receiver
 
@@ -531,7 +586,8 @@ class Processes:
 
 
 class Progress:
-    """progress.csv, TensorBoard and the progress bar: what the processes sent, one row per --log-interval."""
+    """progress.csv, TensorBoard and the progress bar: what the processes sent, a row per --log-interval once the
+    workers have stepped (an evaluation goes into the next row, with the step of the weights it evaluated)."""
 
     COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names)
         "global_step": None, "frames": "charts/frames", "seconds": None, "sps": "charts/SPS",
@@ -540,7 +596,7 @@ class Progress:
         "episodic_length": "charts/episodic_length", "td_loss": "losses/td_loss", "q_values": "losses/q_values",
         "epsilon": "charts/epsilon", "skipped_updates": "losses/skipped_updates"}
 
-    def __init__(self, run_dir, args, global_step):
+    def __init__(self, run_dir, args, sources, global_step, seconds):
         path, columns = os.path.join(run_dir, "progress.csv"), list(self.COLUMNS)
         if os.path.exists(path):  # a resumed run appends under the header its file has
             with open(path) as f:
@@ -551,9 +607,13 @@ class Progress:
             self.csv.writeheader()
         self.args, self.frames_per_step = args, frames_per_step(args.env_id)  # frames = steps x the frame skip
         self.writer = SummaryWriter(run_dir)
-        self.bar = tqdm(total=args.total_timesteps, initial=min(global_step, args.total_timesteps), unit="step")
-        self.episodes, self.losses, self.evaluation, self.skipped, self.epsilons = [], Counter(), None, 0, {}
-        self.last_time, self.last_step = time.time(), global_step
+        self.writer.add_text("hyperparameters", "| flag | value | from |\n|---|---|---|\n" + "\n".join(
+            f"| --{name.replace('_', '-')} | {value} | {sources[name]} |" for name, value in vars(args).items()))
+        # One speed on the bar, the sps that progress.csv logs: tqdm's own rate (step/s) is left out of the format.
+        self.bar = tqdm(total=args.total_timesteps, initial=min(global_step, args.total_timesteps), unit="step",
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+        self.episodes, self.losses, self.evaluation, self.skipped, self.reached = [], Counter(), None, 0, False
+        self.last_seconds, self.last_step, self.sps, self.epsilons = seconds, global_step, None, {}
 
     def record(self, rank, kind, payload):
         """Keep a message for the next row: an episode's (return, length), loss sums, an evaluation (step, returns), a
@@ -563,29 +623,45 @@ class Progress:
         elif kind == "losses":
             self.losses.update(payload)
         elif kind == "eval":
-            self.evaluation = payload
+            self.evaluation, (step, returns) = payload, payload
+            target = self.args.stop_at_eval_return
+            self.reached = target is not None and np.mean(returns) >= target
+            reached = f"; reached --stop-at-eval-return {target}" if self.reached else ""
+            tqdm.write(f"{SCRIPT}: evaluation of step {step}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over "
+                       f"{len(returns)} episodes{reached}")
         elif kind == "epsilon":  # each worker's own schedule
             self.epsilons[rank] = payload
 
-    def log(self, step, seconds):
-        """A row of what came in since the last, if --log-interval has passed or an evaluation came in."""
-        now = time.time()
+    def log(self, step, seconds, force=False):
+        """A row of what came in since the last, once --log-interval has passed and the workers have stepped."""
         self.bar.update(min(step, self.bar.total) - self.bar.n)
-        if now - self.last_time < self.args.log_interval and self.evaluation is None:
+        if self.sps is None and step > self.last_step and not force:  # the workers' first step starts the clock:
+            self.last_seconds, self.last_step, self.sps = seconds, step, 0.0  # start-up is not training speed
             return
+        if not force and (step == self.last_step or seconds - self.last_seconds < self.args.log_interval):
+            return
+        if step > self.last_step:  # else (the last row) the speed of the steps before it
+            self.sps = (step - self.last_step) / (seconds - self.last_seconds)
         updates, self.skipped = self.losses.pop("updates", 0), self.skipped + self.losses.pop("skipped_updates", 0)
         returns, lengths = zip(*self.episodes, strict=True) if self.episodes else (None, None)
         evaluated_at, evaluation = self.evaluation or (None, None)
         for rank, epsilon in self.epsilons.items():
             self.writer.add_scalar(f"charts/epsilon_worker_{rank}", epsilon, step)
-        self.row(global_step=step, seconds=seconds, sps=(step - self.last_step) / (now - self.last_time),
+        self.row(global_step=step, seconds=seconds, sps=self.sps or None,
                  episodic_return=returns and np.mean(returns), episodic_length=lengths and np.mean(lengths),
                  eval_global_step=evaluated_at, eval_return_mean=evaluation and np.mean(evaluation),
                  eval_return_std=evaluation and np.std(evaluation),
                  learning_rate=self.args.learning_rate * max(0.0, 1.0 - step / self.args.total_timesteps),
                  epsilon=np.mean(list(self.epsilons.values())) if self.epsilons else None, skipped_updates=self.skipped,
                  **{key: sum_ / updates for key, sum_ in self.losses.items() if updates})
-        self.episodes, self.losses, self.evaluation, self.last_time, self.last_step = [], Counter(), None, now, step
+        self.episodes, self.losses, self.evaluation = [], Counter(), None
+        self.last_seconds, self.last_step = seconds, step
+
+    def last(self, step, seconds, final_returns=None):
+        """The last row, whatever the time: with the final evaluation, or after an interruption or a failure."""
+        if final_returns is not None:
+            self.evaluation = (step, final_returns)
+        self.log(step, seconds, force=True)
 
     def row(self, **values):
         """Write one row; a value that is None (not known yet) is an empty cell."""
@@ -601,7 +677,7 @@ class Progress:
                               if key in values})
 
     def close(self):
-        self.bar.close()
+        self.bar.close()  # closed already where a line was printed after it: a no-op then
         self.writer.close()
         self.file.close()
 
@@ -618,13 +694,20 @@ def save_atomic(obj, path):
 def train(args, ckpt, sources):
     torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
     model = build_model(args, ckpt)  # first: bad input must not touch the run directory
+    # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
+    # the handler could interrupt TensorBoard's writer while it holds a lock.
+    received = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: received.append(signum))
     run_dir = make_run_dir(args, sources)
+    print(f"{SCRIPT}: resuming {run_dir} at step {ckpt['global_step']}" if ckpt else f"{SCRIPT}: writing to {run_dir}",
+          flush=True)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's weights came with build_model
         shared.optimizer.state.copy_(ckpt["optimizer_state"])
         shared.target_params.copy_(ckpt["target_params"])
-        shared.step_counts[-1], shared.target_version.value = ckpt["global_step"], ckpt["target_version"]
+        shared.step_counts[-1], shared.target_step.value = ckpt["global_step"], ckpt["target_step"]
     start = time.time() - (ckpt["seconds"] if ckpt else 0.0)
 
     def checkpoint(name):  # checkpoint.pt: all a resume needs; model.pt: the weights
@@ -632,18 +715,13 @@ def train(args, ckpt, sources):
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
             state.update(optimizer_state=shared.optimizer.state.clone(), target_params=shared.target_params.clone(),
-                         target_version=shared.target_version.value)
+                         target_step=shared.target_step.value)
         save_atomic(state, os.path.join(run_dir, name))
 
-    # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
-    # the handler could interrupt TensorBoard's writer while it holds a lock.
-    received = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: received.append(signum))
-    progress, processes = Progress(run_dir, args, shared.global_step()), Processes(args, shared, ctx)
-    last_checkpoint, failure = time.time(), None
+    progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start)
+    processes, last_checkpoint, failure = Processes(args, shared, ctx), time.time(), None
     try:
-        while not received and not processes.finished():
+        while not received and not processes.finished() and not progress.reached:
             for message in processes.receive(timeout=0.2):  # and restarts the dead
                 progress.record(*message)
             progress.log(shared.global_step(), time.time() - start)
@@ -656,21 +734,25 @@ def train(args, ckpt, sources):
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
             signal.signal(signum, signal.SIG_IGN)
         processes.stop()
-    if isinstance(failure, RunDiverged):  # the model may have gone bad: keep the last periodic checkpoint instead
-        outcome = f"{failure}\nthe last good checkpoint (if one was written) is in {run_dir}"
-    else:
-        checkpoint("checkpoint.pt")
-        outcome = (f"{failure}\ncheckpoint saved in {run_dir}; continue with --resume" if failure else
-                   f"interrupted at step {shared.global_step()}; checkpoint saved in {run_dir}")
+    step, seconds = shared.global_step(), time.time() - start
+    progress.bar.close()  # first: on a terminal, a line printed below an open bar is glued to it
     if failure is not None or received:
+        progress.last(step, seconds)
         progress.close()
+        if isinstance(failure, RunDiverged):  # the model may have gone bad: keep the last periodic checkpoint instead
+            outcome = f"{failure}\nthe last good checkpoint (if one was written) is in {run_dir}"
+        elif received and ckpt is None and step == 0:  # nothing learned: leave nothing that looks like a run
+            remove_run_files(run_dir)
+            outcome = f"interrupted before the first update: nothing to save, removed what it wrote in {run_dir}"
+        else:
+            checkpoint("checkpoint.pt")
+            outcome = (f"{failure}\ncheckpoint saved in {run_dir}; continue with --resume" if failure else
+                       f"interrupted at step {step}; checkpoint saved in {run_dir}")
         print(f"{SCRIPT}: {outcome}", file=sys.stderr)
         return 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
+    checkpoint("checkpoint.pt")
     checkpoint("model.pt")
-    step = shared.global_step()
-    result = final_evaluation(args, model, run_dir, step)
-    progress.row(global_step=step, seconds=time.time() - start, eval_global_step=step, eval_return_mean=result["mean"],
-                 eval_return_std=result["std"], learning_rate=0.0, skipped_updates=progress.skipped)
+    progress.last(step, seconds, final_evaluation(args, model, run_dir, step)["returns"])
     progress.close()
     return 0
 
@@ -695,9 +777,7 @@ def main():
     if not args.eval_only:
         return train(args, ckpt, sources)
     model = build_model(args, ckpt)
-    run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.checkpoint))
-    os.makedirs(run_dir, exist_ok=True)
-    final_evaluation(args, model, run_dir, ckpt["global_step"])
+    final_evaluation(args, model, make_run_dir(args, sources), ckpt["global_step"])  # a directory of its own
     return 0
 
 

@@ -189,11 +189,15 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
         raise UsageError(f"{env_id} needs a package that is not installed: {error}") from None
     if atari:
         env = AtariPreprocessing(env, life_loss_terminal=training, clip_rewards=training)
-    elif isinstance(env.observation_space, gym.spaces.Box):
+    elif isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1:
         env = gym.wrappers.RecordEpisodeStatistics(gym.wrappers.DtypeObservation(env, np.float32))
-    else:
-        raise UsageError(f"{env_id} has a {type(env.observation_space).__name__} observation space; "
-                         "only Box (vector or image) observations are supported")
+    else:  # the image trunk takes the Atari preprocessing's 4 x 84 x 84 stacks only, not any picture
+        space = env.observation_space
+        env.close()
+        kind = f"observations of shape {space.shape}" if isinstance(space, gym.spaces.Box) else (
+            f"a {type(space).__name__} observation space")
+        raise UsageError(f"{env_id} has {kind}; the scripts take vector observations (a 1-D Box) and Atari "
+                         "games (whose frames the DQN preprocessing turns into 4 x 84 x 84 stacks)")
     if max_episode_steps:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     if video_dir:

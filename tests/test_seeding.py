@@ -50,10 +50,15 @@ def test_one_worker_runs_with_one_seed_end_with_bit_identical_weights(module, tm
     assert not all(torch.equal(first[key], other[key]) for key in first)
 
 
+def new_progress(module, run_dir, args, global_step):
+    """The script's Progress as train() makes it, every value from the defaults, at 0 seconds."""
+    return module.Progress(str(run_dir), args, dict.fromkeys(vars(args), "default"), global_step, 0.0)
+
+
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
 def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_path):
     pong = module.Args(env_id="PongNoFrameskip-v4", total_timesteps=100)  # an Atari id: 4 frames per agent step
-    progress = module.Progress(str(tmp_path), pong, global_step=0)
+    progress = new_progress(module, tmp_path, pong, 0)
     progress.row(global_step=10, seconds=1.0)
     progress.close()
     with open(tmp_path / "progress.csv") as f:
@@ -62,7 +67,7 @@ def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_
     # a run begun before a column existed appends under its own header, never a shifted row
     with open(tmp_path / "progress.csv", "w") as f:
         f.write("global_step,seconds\n5,0.5\n")
-    progress = module.Progress(str(tmp_path), pong, global_step=5)
+    progress = new_progress(module, tmp_path, pong, 5)
     progress.row(global_step=20, seconds=2.0)
     progress.close()
     with open(tmp_path / "progress.csv") as f:
@@ -73,7 +78,8 @@ def test_progress_counts_frames_and_a_resumed_file_keeps_its_header(module, tmp_
 def test_a_periodic_evaluation_is_logged_with_the_step_of_the_weights_it_evaluated(module, tmp_path):
     # the evaluator copied the weights at step 300; training went on to 900 while it played
     args = module.Args(env_id="CartPole-v1", total_timesteps=1000, log_interval=0.0)
-    progress = module.Progress(str(tmp_path), args, global_step=0)
+    progress = new_progress(module, tmp_path, args, 0)
+    progress.log(step=100, seconds=0.5)  # the workers' first steps: they start the clock of sps, no row yet
     progress.record(2, "eval", (300, [10.0, 30.0]))  # rank 2: the evaluator of a 2-worker run
     progress.log(step=900, seconds=1.0)
     progress.log(step=950, seconds=1.5)  # no evaluation since: empty cells

@@ -80,7 +80,7 @@ def test_epsilon_anneals_linearly_from_one_then_stays(script):
     assert script.epsilon_at(5000, 0.01, 1000) == pytest.approx(0.01)
 
 
-def race_to_refresh(refresh_target, shared_params, target_params, target_version, global_step, refreshes, start,
+def race_to_refresh(refresh_target, shared_params, target_params, target_step, global_step, refreshes, start,
                     interval):
     """Child: advance the shared step in small increments, changing theta and trying to refresh each time."""
     start.wait()
@@ -89,7 +89,7 @@ def race_to_refresh(refresh_target, shared_params, target_params, target_version
             global_step.value += 3
             step = global_step.value
         shared_params.fill_(float(step))
-        if refresh_target(target_params, shared_params, target_version, step, interval):
+        if refresh_target(target_params, shared_params, target_step, step, interval):
             with refreshes.get_lock():
                 refreshes.value += 1
 
@@ -97,10 +97,10 @@ def race_to_refresh(refresh_target, shared_params, target_params, target_version
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
 def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(script):
     shared_params, target_params = torch.zeros(1000).share_memory_(), torch.zeros(1000).share_memory_()
-    target_version, global_step, refreshes = CTX.Value("q", 0), CTX.Value("q", 0), CTX.Value("q", 0)
+    target_step, global_step, refreshes = CTX.Value("q", 0), CTX.Value("q", 0), CTX.Value("q", 0)
     start = CTX.Event()
     children = [CTX.Process(target=race_to_refresh, args=(script.refresh_target, shared_params, target_params,
-                                                          target_version, global_step, refreshes, start, 100))
+                                                          target_step, global_step, refreshes, start, 100))
                 for _ in range(2)]
     for child in children:
         child.start()
@@ -109,7 +109,7 @@ def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(
         child.join(timeout=60)
         assert child.exitcode == 0
     assert global_step.value == 2400
-    assert target_version.value == 24 and refreshes.value == 24  # one copy per boundary, never two
+    assert target_step.value == 2400 and refreshes.value == 24  # one copy per boundary, never two
     assert target_params[0] >= 2300  # the last copy came from the last interval
 
 
@@ -147,7 +147,7 @@ def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # re
     assert {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"} <= files
     assert any(name.startswith("events.out.tfevents") for name in files)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert checkpoint["target_version"] == checkpoint["global_step"] // 200 >= 3
+    assert checkpoint["target_step"] == checkpoint["global_step"] // 200 * 200 >= 600
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert evaluation["env_id"] == "PongNoFrameskip-v4" and evaluation["global_step"] >= 600
     eval_only = subprocess.run([sys.executable, script, "--eval-only", "--checkpoint", str(tmp_path / "model.pt"),

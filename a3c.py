@@ -690,7 +690,7 @@ class Progress:
                  eval_return_std=evaluation and np.std(evaluation),
                  learning_rate=self.args.learning_rate * max(0.0, 1.0 - step / self.args.total_timesteps),
                  skipped_updates=self.skipped, **losses)
-        if self.max_entropy and "entropy" in losses:
+        if "entropy" in losses:
             self.watch_entropy(step, losses["entropy"])
         self.episodes, self.losses, self.evaluation = [], Counter(), None
         self.last_seconds, self.last_step = seconds, step
@@ -706,6 +706,8 @@ class Progress:
         for T_max / 20 steps: it has all but stopped exploring, and without an entropy bonus it seldom starts again
         (Acrobot-v1 with the vector preset: 0.02 of 1.10 from 15k steps on, never solved). Brief dips, which
         recover (CartPole-v1 with 4-16 workers in its first 2k steps), do not count."""
+        if self.max_entropy is None:  # Box actions (a Gaussian has no maximum), or warned already
+            return
         low = entropy < 0.1 * self.max_entropy and step < self.args.total_timesteps / 2
         self.low_entropy_since = (step if self.low_entropy_since is None else self.low_entropy_since) if low else None
         if low and step - self.low_entropy_since >= self.args.total_timesteps / 20:

@@ -1,5 +1,8 @@
 """Environments built for the tests. A script reaches them as --env-id tests.custom_envs:<id>."""
 
+import json
+import os
+
 import gymnasium as gym
 import numpy as np
 
@@ -88,3 +91,55 @@ gym.register("CueMemory-v0", entry_point=CueMemory)
 gym.register("FollowTarget-v0", entry_point=FollowTarget)
 gym.register("CartPoleMultiDiscrete-v1",
              entry_point=lambda **kwargs: MultiDiscreteActions(gym.make("CartPole-v1", **kwargs)))
+
+
+class Pictures(gym.Env):
+    """96 x 96 RGB observations (as CarRacing's) with Box actions, or Discrete with discrete=True: an image env
+    that is not Atari, which no script supports."""
+
+    observation_space = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+
+    def __init__(self, discrete=False, render_mode=None):
+        self.action_space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros((96, 96, 3), np.uint8), {}
+
+    def step(self, action):
+        return np.zeros((96, 96, 3), np.uint8), 0.0, False, False, {}
+
+
+class Recorded(gym.Wrapper):
+    """CartPole that writes its first observation, the actions taken and the first episode's length to the JSON
+    file named by the environment variable RECORD_TO, once it has seen `steps` actions, unless another env wrote it
+    first: a window on a worker's streams."""
+
+    def __init__(self, env, steps=40):
+        super().__init__(env)
+        self.record, self.steps = {"first_observation": None, "actions": []}, steps
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.record["first_observation"] is None:
+            self.record["first_observation"] = obs.tolist()
+        return obs, info
+
+    def step(self, action):
+        self.record["actions"].append(int(action))
+        if len(self.record["actions"]) == self.steps and os.environ.get("RECORD_TO"):
+            try:  # the first env to get there writes: a run's first worker, before any evaluation
+                with open(os.environ["RECORD_TO"], "x") as f:
+                    json.dump(self.record, f)
+            except FileExistsError:
+                pass
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (terminated or truncated) and "first_episode_length" not in self.record:
+            self.record["first_episode_length"] = len(self.record["actions"])
+        return obs, reward, terminated, truncated, info
+
+
+gym.register("ImageBoxActions-v0", entry_point=Pictures)
+gym.register("ImageDiscreteActions-v0", entry_point=Pictures, kwargs={"discrete": True})
+gym.register("RecordedCartPole-v1", entry_point=lambda **kwargs: Recorded(gym.make("CartPole-v1", **kwargs)))

@@ -163,16 +163,40 @@ def main_with_flags(monkeypatch, *flags):
     (["--resume", "CORRUPT"], "cannot read checkpoint"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
     (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
+    (["--seed", "-3"], "--seed must be an integer from 0 to 2**63 - 1, got -3"),
+    (["--eval-only", "--checkpoint", "README.md"], "README.md: it is not a model.pt or checkpoint.pt of a3c.py"),
+    (["--env-id", "tests.custom_envs:ImageBoxActions-v0"], "has observations of shape (96, 96, 3)"),
+    (["--env-id", "tests.custom_envs:ImageBoxActions-v0", "--no-normalize-obs"], "has observations of shape"),
+    (["--env-id", "ALE/Pong-v5", "--normalize-obs"], "--normalize-obs is for vector observations"),
 ])
 def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
     """In-process for speed (each subprocess imports torch); the next test checks what the user sees."""
     flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "README.md").write_text("# not a checkpoint\n")
     used_run_dir(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(a3c_module.UsageError, match=re.escape(message)):  # the last of a repeated flag wins
+    with pytest.raises(a3c_module.UsageError, match=re.escape(message)) as refused:  # the last repeated flag wins
         main_with_flags(monkeypatch, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)
+    assert "weights_only" not in str(refused.value)  # torch's advice to load a file unsafely is not passed on
     assert not (tmp_path / "runs").exists()  # refused before it made a run directory
+
+
+def test_an_error_about_a_flag_the_preset_set_names_the_preset(monkeypatch, tmp_path):
+    # a checkpoint can hold what a preset set; here a run of the box preset's flags on an Atari game
+    args = a3c_module.Args(env_id="PongNoFrameskip-v4", normalize_obs=True)
+    torch.save({"script": "a3c.py", "args": vars(args), "model": {}, "global_step": 0}, tmp_path / "model.pt")
+    with pytest.raises(a3c_module.UsageError, match=re.escape("--normalize-obs (set by the checkpoint) is for")):
+        main_with_flags(monkeypatch, "--eval-only", "--checkpoint", str(tmp_path / "model.pt"))
+
+
+def test_an_image_env_with_box_actions_is_refused_before_anything_is_written(tmp_path):
+    # (CarRacing-v3: the box preset's --normalize-obs was blamed, then the workers crashed on the frames)
+    for flags in ([], ["--no-normalize-obs"]):
+        result = a3c("--env-id", "tests.custom_envs:ImageBoxActions-v0", "--run-dir", str(tmp_path / "run"), *flags)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "has observations of shape (96, 96, 3); the scripts take vector observations" in result.stderr
+        assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -25,14 +25,15 @@ FAULTY = "tests.custom_envs:"  # the faulty CartPoles of tests/custom_envs.py
 class Run:
     """A script started as a user starts it, its stderr in a file, its children watched."""
 
-    def __init__(self, script, run_dir, *flags, env_id="CartPole-v1", total_timesteps=100_000_000):
+    def __init__(self, script, run_dir, *flags, env_id="CartPole-v1", total_timesteps=100_000_000, group=False):
         self.run_dir, self.stderr_path = run_dir, run_dir.parent / f"{run_dir.name}.stderr"
         self.stderr = open(self.stderr_path, "a")
         if "--resume" not in flags:  # a resumed run keeps the flags of the run it continues
             flags = ("--env-id", env_id, "--num-workers", "1", "--total-timesteps", str(total_timesteps),
                      "--log-interval", "0.3", "--eval-episodes", "2", "--run-dir", str(run_dir), *flags)
         self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags],
-                                        stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=ROOT)
+                                        stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=ROOT,
+                                        start_new_session=group)  # group: its own process group, as in a terminal
         self.children_seen = set()
 
     def children(self):
@@ -202,6 +203,10 @@ def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script
     (["--resume", "other_shape.pt"], "does not fit this network"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
     (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
+    (["--seed", str(2**63)], "--seed must be an integer from 0"),
+    (["--eval-only", "--checkpoint", "README.md"], "README.md: it is not a model.pt or checkpoint.pt of async_"),
+    (["--env-id", "tests.custom_envs:ImageDiscreteActions-v0"], "has observations of shape (96, 96, 3)"),
 ])
 def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, message):
     """In-process for speed: `__main__` turns a UsageError into one line and exit 2, as the
@@ -213,8 +218,51 @@ def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, messag
     torch.save({**fake, "script": "a3c.py"}, tmp_path / "a3c.pt")
     torch.save({**fake, "script": script}, tmp_path / "acrobot.pt")
     torch.save({**fake, "script": script, "args": {"env_id": "CartPole-v1"}}, tmp_path / "other_shape.pt")
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path)  # a file, but no checkpoint
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [script, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags])
-    with pytest.raises(module.UsageError, match=re.escape(message)):
+    with pytest.raises(module.UsageError, match=re.escape(message)) as refused:
         module.main()
+    assert "weights_only" not in str(refused.value)  # torch's advice to load a file unsafely is not passed on
     assert not (tmp_path / "runs").exists()  # refused before it made a run directory
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_eval_only_writes_a_directory_of_its_own_and_never_into_the_run_it_evaluates(tmp_path, monkeypatch, script):
+    module = importlib.import_module(script[:-3])
+    run = tmp_path / "run"  # a training run: its model.pt and its 10-episode final score
+    run.mkdir()
+    args = module.Args(env_id="CartPole-v1", num_workers=1)
+    model = module.build_model(args)
+    torch.save({"script": script, "args": vars(args), "global_step": 7, "model": model.state_dict()}, run / "model.pt")
+    (run / "eval.json").write_text('{"mean": 500.0}')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, "--eval-only", "--checkpoint", "run/model.pt", "--eval-episodes", "3"])
+    assert module.main() == 0
+    assert (run / "eval.json").read_text() == '{"mean": 500.0}' and sorted(os.listdir(run)) == ["eval.json", "model.pt"]
+    [own] = os.listdir(tmp_path / "runs")
+    assert own.startswith(f"CartPole-v1__{script[:-3]}__eval__1__")
+    evaluation = json.load(open(tmp_path / "runs" / own / "eval.json"))
+    assert evaluation["global_step"] == 7 and len(evaluation["returns"]) == 3
+    config = json.load(open(tmp_path / "runs" / own / "config.json"))
+    assert config["eval_only"] and config["run_dir"] == f"runs/{own}" and config["checkpoint"] == "run/model.pt"
+    monkeypatch.setattr(sys, "argv", [script, "--eval-only", "--checkpoint", "run/model.pt", "--run-dir", "run"])
+    with pytest.raises(module.UsageError, match="run already holds a run: choose another --run-dir"):
+        module.main()  # named on purpose, the training run is refused too
+    assert (run / "eval.json").read_text() == '{"mean": 500.0}'
+
+
+# One script in the fast tier; the handling is the same code in each.
+@pytest.mark.parametrize("script", [SCRIPTS[0], *(pytest.param(name, marks=pytest.mark.slow) for name in SCRIPTS[1:])])
+def test_ctrl_c_twice_while_the_children_start_leaves_no_traceback_and_no_run(tmp_path, script):
+    # A terminal's Ctrl-C goes to the whole process group: the children too, while they still import torch.
+    run = Run(script, tmp_path / "run", group=True)
+    run.wait_for(lambda: len(run.children()) == 2, 120, "children")
+    for _ in range(2):
+        os.killpg(run.process.pid, signal.SIGINT)
+        time.sleep(0.3)
+    assert run.finish() == 130, run.err()
+    assert "Traceback" not in run.err() and "KeyboardInterrupt" not in run.err(), run.err()
+    assert "interrupted before the first update: nothing to save" in run.err()
+    assert not (tmp_path / "run").exists()  # nothing that looks like a run: the same --run-dir is free again
+    run.assert_no_process_left()

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+import gymnasium as gym
 
 import async_nstep_q as nq
 import async_one_step_q as oq
 import async_sarsa as sarsa
+from common import make_env
 from conftest import ROOT, parsed
 
 CTX = mp.get_context("spawn")
@@ -111,6 +113,88 @@ def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(
     assert global_step.value == 2400
     assert target_step.value == 2400 and refreshes.value == 24  # one copy per boundary, never two
     assert target_params[0] >= 2300  # the last copy came from the last interval
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_the_target_network_refreshes_at_the_next_boundary_of_a_new_interval(script):
+    # 3,000 steps with I_target 100, resumed with 1,000: refreshes are due at 4,000, 5,000, ...
+    shared_params, target_params, target_step = torch.ones(3), torch.zeros(3), CTX.Value("q", 3000)
+    assert not script.refresh_target(target_params, shared_params, target_step, 3999, 1000)
+    assert script.refresh_target(target_params, shared_params, target_step, 4003, 1000)
+    assert target_step.value == 4000 and torch.equal(target_params, shared_params)
+    assert not script.refresh_target(target_params, shared_params, target_step, 4999, 1000)
+    # and with a shorter one (1,000 then 300): the next boundary of 300 after step 4,000
+    assert not script.refresh_target(target_params, shared_params, target_step, 4150, 300)
+    assert script.refresh_target(target_params, shared_params, target_step, 4205, 300) and target_step.value == 4200
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_a_checkpoint_that_counted_refreshes_in_intervals_resumes_in_steps(script, tmp_path):
+    torch.save({"script": script.SCRIPT, "args": {"env_id": "CartPole-v1", "target_update_interval": 100},
+                "model": {}, "global_step": 3050, "target_version": 30}, tmp_path / "old.pt")
+    assert script.load_checkpoint(tmp_path / "old.pt")["target_step"] == 3000
+
+
+class Recorder(gym.Wrapper):
+    """The actions an env was given."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(action)
+        return self.env.step(action)
+
+
+def draws_of_default_rng(seed, count):
+    """The actions of an all-random epsilon-greedy policy (one uniform draw, then the action) that draws from
+    np.random.default_rng(seed), the stream env.reset(seed=seed) gives the env: what exploration must not be."""
+    rng = np.random.default_rng(seed)
+    return [(rng.random(), int(rng.integers(2)))[1] for _ in range(count)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_the_evaluation_explores_with_a_stream_apart_from_the_envs(script):
+    env = Recorder(make_env("CartPole-v1", training=False))
+    model = script.QNetwork(env.observation_space, 2, script.Args())
+    script.evaluate(model, env, num_episodes=3, epsilon=1.0, seed=12345)
+    assert len(env.actions) >= 30
+    assert env.actions != draws_of_default_rng(12345, len(env.actions))  # equal, action for action, before the fix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_a_worker_explores_with_a_stream_apart_from_its_envs(script, tmp_path):
+    record = tmp_path / "record.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), "--env-id",
+                             "tests.custom_envs:RecordedCartPole-v1", "--num-workers", "1", "--total-timesteps", "200",
+                             "--eval-episodes", "1", "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=180, cwd=ROOT, env={**os.environ,
+                                                                                       "RECORD_TO": str(record)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen, seed = json.load(open(record)), script.derive_seed(1, 0, 0)  # the first worker's seed, no restart
+    # its env was reset with that seed: CartPole's first state is the first draws of default_rng(seed)
+    np.testing.assert_allclose(seen["first_observation"], np.random.default_rng(seed).uniform(-0.05, 0.05, 4))
+    first_episode = seen["actions"][:seen["first_episode_length"]]  # (Sarsa then drops the a' it drew at the end)
+    assert first_episode != draws_of_default_rng(seed, len(first_episode))  # epsilon is 1 at the start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_a_run_resumed_with_a_longer_target_interval_still_refreshes_its_target(script, tmp_path):
+    def run(*flags):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), *flags], capture_output=True,
+                                text=True, timeout=180, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+
+    before = run("--env-id", "CartPole-v1", "--num-workers", "1", "--total-timesteps", "3000", "--eval-episodes", "1",
+                 "--target-update-interval", "100", "--run-dir", str(tmp_path))
+    after = run("--resume", str(tmp_path / "checkpoint.pt"), "--total-timesteps", "8000",
+                "--target-update-interval", "1000")
+    assert before["target_step"] == before["global_step"] // 100 * 100 >= 3000
+    assert after["target_step"] == 8000 and not torch.equal(after["target_params"], before["target_params"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)

@@ -153,14 +153,15 @@ def is_atari(env_id):
 
 def env_family(env_id):
     """The key of a script's PRESETS: "atari", "box" (continuous actions: MuJoCo), "vector" (vector
-    observations, Discrete actions: classic control), or None (anything else keeps the paper's values)."""
+    observations, Discrete actions: classic control), or None (another action space, which keeps the paper's
+    values until the script refuses it). make_env refuses any other observations first."""
     if is_atari(env_id):
         return "atari"
     env = make_env(env_id, training=False)
     env.close()
     if isinstance(env.action_space, gym.spaces.Box):
         return "box"
-    if isinstance(env.action_space, gym.spaces.Discrete) and len(env.observation_space.shape) == 1:
+    if isinstance(env.action_space, gym.spaces.Discrete):
         return "vector"
     return None
 

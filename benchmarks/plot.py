@@ -71,7 +71,7 @@ def draw(args, methods):
         for label, runs in methods.items():
             curves = [(run[0 if x != "seconds" else 1] * scale, smoothed(run[2], args.smooth)) for run in runs]
             grid, mean, low, high = mean_and_spread(curves, args.points)
-            (line,) = axis.plot(grid, mean, label=f"{label} ({len(runs)} seeds)")
+            (line,) = axis.plot(grid, mean, label=label if len(runs) == 1 else f"{label} ({len(runs)} seeds)")
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
         for entry in args.mark:
             label, point = entry.split("=", 1)

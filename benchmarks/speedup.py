@@ -138,10 +138,16 @@ def any_row_reaches(progress_csv, reference_score, column="episodic_return"):
 
 
 def reached(progress_csv, reference_score, column="episodic_return"):
-    """(seconds, global_step) at which a run's progress.csv first reaches the reference, the seconds
-    counted from its last row at global step 0 (or from the start if it has none)."""
+    """(seconds, global_step) at which a run's progress.csv first reaches the reference, the seconds counted
+    from the workers' first step: the scripts start the clock of the first row's sps there, so that is its
+    seconds less its steps over its sps (files written before, with rows at step 0 while the workers started:
+    the last of those)."""
     steps, seconds, _ = read_curve(progress_csv, "global_step")  # every row
-    started = float(seconds[steps == 0].max()) if (steps == 0).any() else 0.0
+    if (steps == 0).any():
+        started = float(seconds[steps == 0].max())
+    else:
+        steps, seconds, sps = read_curve(progress_csv, "sps")
+        started = float(seconds[0] - steps[0] / sps[0]) if len(sps) else 0.0
     at_step, at_seconds = first_reaching(*read_curve(progress_csv, column), reference_score)
     return (None, None) if at_step is None else (at_seconds - started, int(at_step))
 

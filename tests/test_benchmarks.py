@@ -70,12 +70,16 @@ def test_an_evaluation_curve_is_read_at_the_step_of_the_weights_evaluated(tmp_pa
 
 
 def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):
-    # the main process writes rows at step 0 while the workers start (2.5 s here): not counted
+    # older files: the main process wrote rows at step 0 while the workers started (2.5 s here): not counted
     (tmp_path / "progress.csv").write_text(
         "global_step,seconds,episodic_return\n0,1.0,\n0,2.5,\n120,3.0,30\n900,4.0,200\n1500,5.0,480\n")
     assert reached(tmp_path / "progress.csv", 195) == (1.5, 900)
     assert reached(tmp_path / "progress.csv", 475) == (2.5, 1500)
     assert reached(tmp_path / "progress.csv", 500) == (None, None)
+    # the scripts now write no row before the workers' first step; the first row's sps starts there (1.0 s)
+    (tmp_path / "progress.csv").write_text("global_step,seconds,sps,episodic_return\n"
+                                           "1000,3.0,500,30\n2000,4.0,1000,200\n3000,5.0,1000,480\n")
+    assert reached(tmp_path / "progress.csv", 195) == (3.0, 2000)
 
 
 def test_a_running_run_is_stopped_on_complete_rows_only(tmp_path):
@@ -175,9 +179,12 @@ def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
                 found.append(pid)
         return found
 
+    def rows():
+        return (run_dir / "progress.csv").read_text().count("\n") if (run_dir / "progress.csv").exists() else 0
+
     deadline = time.time() + 120
-    while not (run_dir / "progress.csv").exists() and time.time() < deadline:
-        time.sleep(0.5)
+    while rows() < 2 and time.time() < deadline:  # a row after the header: it has trained, so it has a checkpoint
+        time.sleep(0.5)  # to save (interrupted before its first update, a run leaves nothing)
     assert training()  # it runs: the check below can see it
     speedup.terminate()
     assert speedup.wait(timeout=60) == 143

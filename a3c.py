@@ -626,8 +626,8 @@ class Processes:
 
 
 class Progress:
-    """progress.csv, TensorBoard and the progress bar: what the processes sent, a row per --log-interval once the
-    workers have stepped (an evaluation goes into the next row, with the step of the weights it evaluated)."""
+    """progress.csv, TensorBoard and the progress bar: what the processes sent, a row per --log-interval and per
+    evaluation (logged at the step of the weights it evaluated), each over an interval in which the workers stepped."""
 
     COLUMNS = {  # progress.csv column: TensorBoard key (CleanRL's names)
         "global_step": None, "frames": "charts/frames", "seconds": None, "sps": "charts/SPS",
@@ -671,12 +671,14 @@ class Progress:
                        f"{len(returns)} episodes{reached}")
 
     def log(self, step, seconds, force=False):
-        """A row of what came in since the last, once --log-interval has passed and the workers have stepped."""
+        """A row of what came in since the last, once the workers have stepped since it and --log-interval has
+        passed or an evaluation came in."""
         self.bar.update(min(step, self.bar.total) - self.bar.n)
         if self.sps is None and step > self.last_step and not force:  # the workers' first step starts the clock:
             self.last_seconds, self.last_step, self.sps = seconds, step, 0.0  # start-up is not training speed
             return
-        if not force and (step == self.last_step or seconds - self.last_seconds < self.args.log_interval):
+        due = seconds - self.last_seconds >= self.args.log_interval or self.evaluation is not None
+        if not force and (step == self.last_step or not due):
             return
         if step > self.last_step:  # else (the last row) the speed of the steps before it
             self.sps = (step - self.last_step) / (seconds - self.last_seconds)
@@ -698,6 +700,8 @@ class Progress:
     def last(self, step, seconds, final_returns=None):
         """The last row, whatever the time: with the final evaluation, or after an interruption or a failure."""
         if final_returns is not None:
+            if self.evaluation is not None:  # a periodic one not written yet: its own row first
+                self.log(step, seconds, force=True)
             self.evaluation = (step, final_returns)
         self.log(step, seconds, force=True)
 

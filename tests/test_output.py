@@ -65,15 +65,18 @@ def test_every_row_measures_a_speed_from_the_workers_first_step(module, tmp_path
     progress = new_progress(module, tmp_path)
     progress.log(0, 2.0)  # the workers still start: no row
     progress.log(10, 3.0)  # their first steps start the clock, after 3 s of start-up that is no training speed
+    progress.log(20, 3.5)  # within --log-interval: no row
     progress.record(2, "eval", (10, [5.0]))
-    progress.log(20, 3.5)  # too soon: the evaluation waits for the next row
-    progress.log(2010, 4.0)
-    progress.log(2010, 6.0)  # no step since: no row
-    progress.last(2010, 6.5, final_returns=[7.0, 9.0])  # the final row: the final evaluation, the last speed
+    progress.log(30, 3.6)  # an evaluation: a row at once
+    progress.log(30, 5.0)  # no step since: no row
+    progress.log(2030, 5.6)
+    progress.record(2, "eval", (2000, [1.0]))  # came in as the workers finished: not lost to the final one
+    progress.last(2030, 6.0, final_returns=[7.0, 9.0])  # the final row: the final evaluation, the last speed
     progress.close()
-    written = rows(tmp_path)
-    assert [(row["global_step"], row["sps"], row["eval_global_step"], row["eval_return_mean"]) for row in written] == [
-        ("2010", "2000", "10", "5"), ("2010", "2000", "2010", "8")]
+    written = [(row["global_step"], row["sps"], row["eval_global_step"], row["eval_return_mean"])
+               for row in rows(tmp_path)]
+    assert written == [("30", "33.3333", "10", "5"), ("2030", "1000", "", ""), ("2030", "1000", "2000", "1"),
+                       ("2030", "1000", "2030", "8")]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)

@@ -749,14 +749,19 @@ def save_atomic(obj, path):
     os.replace(f"{path}.tmp", path)
 
 
-def train(args, ckpt, sources):
-    torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
-    model = build_model(args, ckpt)  # first: bad input must not touch the run directory
-    # The handler only records the signal; the loop below notices it within 0.2 s. Raising from
-    # the handler could interrupt TensorBoard's writer while it holds a lock.
+def record_signals():
+    """SIGINT and SIGTERM from now on only recorded, in the list returned; train()'s loop notices them within
+    0.2 s. Raising from the handler could interrupt TensorBoard's writer while it holds a lock."""
     received = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: received.append(signum))
+    return received
+
+
+def train(args, ckpt, sources):
+    torch.manual_seed(args.seed)  # the initial weights: two runs with one seed start from the same theta
+    model = build_model(args, ckpt)  # first: bad input must not touch the run directory
+    received = record_signals()  # from here on, Ctrl-C ends the run with its checkpoint
     run_dir = make_run_dir(args, sources)
     print(f"{SCRIPT}: resuming {run_dir} at step {ckpt['global_step']}" if ckpt else f"{SCRIPT}: writing to {run_dir}",
           flush=True)

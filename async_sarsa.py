@@ -317,8 +317,8 @@ class Args:
     eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
     eval_epsilon: float = 0.05  # epsilon of the epsilon-greedy evaluation policy (a small one, as in DQN's)
     eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
-    stop_at_eval_return: float | None = None  # end the run (checkpoint, final evaluation, exit 0) at the first
-    """periodic evaluation whose mean reaches this; --resume goes on from there"""
+    stop_at_eval_return: float | None = None
+    """end the run (checkpoint, final evaluation, exit 0) at the first periodic evaluation whose mean reaches this"""
     log_interval: float = 5.0  # seconds between rows of progress.csv
     checkpoint_interval: float = 300.0  # seconds between checkpoints
     max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1

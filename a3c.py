@@ -653,7 +653,7 @@ class Progress:
         self.bar = tqdm(total=args.total_timesteps, initial=min(global_step, args.total_timesteps), unit="step",
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         self.episodes, self.losses, self.evaluation, self.skipped, self.reached = [], Counter(), None, 0, False
-        self.last_seconds, self.last_step, self.sps = seconds, global_step, None
+        self.last_seconds, self.last_step, self.sps, self.clock = seconds, global_step, None, None
         self.max_entropy, self.low_entropy_since = max_entropy, None  # for watch_entropy()
 
     def record(self, rank, kind, payload):
@@ -674,19 +674,23 @@ class Progress:
         """A row of what came in since the last, once the workers have stepped since it and --log-interval has
         passed or an evaluation came in."""
         self.bar.update(min(step, self.bar.total) - self.bar.n)
-        if self.sps is None and step > self.last_step and not force:  # the workers' first step starts the clock:
-            self.last_seconds, self.last_step, self.sps = seconds, step, 0.0  # start-up is not training speed
+        if self.clock is None and step > self.last_step and not force:
+            # The workers' first steps start the clock of sps: their start-up (each imports torch) is no speed.
+            self.clock, self.last_seconds, self.last_step = (seconds, step), seconds, step
             return
         due = seconds - self.last_seconds >= self.args.log_interval or self.evaluation is not None
         if not force and (step == self.last_step or not due):
             return
-        if step > self.last_step:  # else (the last row) the speed of the steps before it
-            self.sps = (step - self.last_step) / (seconds - self.last_seconds)
+        # sps over at least --log-interval since it was last measured; a row soon after another (an evaluation,
+        # or the last row, while the workers stop) shows the speed measured before it.
+        since, at_step = self.clock or (self.last_seconds, self.last_step)
+        if step > at_step and (seconds - since >= self.args.log_interval or self.sps is None):
+            self.sps, self.clock = (step - at_step) / (seconds - since), (seconds, step)
         updates, self.skipped = self.losses.pop("updates", 0), self.skipped + self.losses.pop("skipped_updates", 0)
         losses = {key: sum_ / updates for key, sum_ in self.losses.items() if updates}
         returns, lengths = zip(*self.episodes, strict=True) if self.episodes else (None, None)
         evaluated_at, evaluation = self.evaluation or (None, None)
-        self.row(global_step=step, seconds=seconds, sps=self.sps or None,
+        self.row(global_step=step, seconds=seconds, sps=self.sps,
                  episodic_return=returns and np.mean(returns), episodic_length=lengths and np.mean(lengths),
                  eval_global_step=evaluated_at, eval_return_mean=evaluation and np.mean(evaluation),
                  eval_return_std=evaluation and np.std(evaluation),

@@ -117,6 +117,7 @@ def watched(run_dir, entropies):
 
 def test_a3c_warns_once_when_its_policy_stops_exploring_early(capsys, tmp_path):
     # Acrobot-v1 with the vector preset: the entropy (of at most log 3 = 1.10) fell to 0.02 by 15k steps, for good
+    # (benchmarks/results/acrobot/a3c/preset_log_interval_1s_seed1/progress.csv, its first rows)
     watched(tmp_path / "a", [(4450, 0.72), (14865, 0.023), (20980, 0.014), (34380, 0.014), (40740, 0.014)])
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "--entropy-coef (now 0.01)" in err and "since step 14865" in err

@@ -143,3 +143,23 @@ class Recorded(gym.Wrapper):
 gym.register("ImageBoxActions-v0", entry_point=Pictures)
 gym.register("ImageDiscreteActions-v0", entry_point=Pictures, kwargs={"discrete": True})
 gym.register("RecordedCartPole-v1", entry_point=lambda **kwargs: Recorded(gym.make("CartPole-v1", **kwargs)))
+
+
+class Countdown(gym.Env):
+    """A scripted episode: observation [t], reward t at step t (1, 2, 3, ...), whatever the action; terminated at
+    step `terminal_at` if given (else it runs on: a TimeLimit truncates it). Four actions, all alike."""
+
+    observation_space = gym.spaces.Box(0.0, 1e6, (1,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+
+    def __init__(self, terminal_at=None, render_mode=None):
+        self.terminal_at, self.render_mode = terminal_at, render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), float(self.t), self.t == self.terminal_at, False, {}

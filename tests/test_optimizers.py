@@ -83,3 +83,25 @@ def test_a_run_keeps_each_workers_statistics_in_its_checkpoint_and_resumes_only_
     resumed = run("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--total-timesteps", "1200")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["global_step"] >= 1200
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_rmsprop_and_momentum_weigh_the_past_by_their_own_coefficient_not_its_complement(module):
+    # with 0.5 a swap of alpha and 1 - alpha (or of momentum and 1 - momentum) would go unseen
+    grad1, grad2 = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5])
+    params = torch.zeros(2)
+    rmsprop = module.SharedRMSprop(params, alpha=0.9, eps=0.01)
+    rmsprop.step(grad1, lr=0.1, rank=0)
+    rmsprop.step(grad2, lr=0.1, rank=0)
+    g1 = 0.1 * grad1**2  # g <- alpha g + (1 - alpha) grad^2, from g = 0
+    g2 = 0.9 * g1 + 0.1 * grad2**2
+    torch.testing.assert_close(rmsprop.state[0], g2)
+    torch.testing.assert_close(params, -0.1 * grad1 / (g1 + 0.01).sqrt() - 0.1 * grad2 / (g2 + 0.01).sqrt())
+    params = torch.zeros(2)
+    momentum = module.MomentumSGD(params, momentum=0.9, rows=1)
+    momentum.step(grad1, lr=0.1, rank=0)
+    momentum.step(grad2, lr=0.1, rank=0)
+    m1 = 0.1 * grad1  # m <- momentum m + (1 - momentum) grad
+    m2 = 0.9 * m1 + 0.1 * grad2
+    torch.testing.assert_close(momentum.state[0], m2)
+    torch.testing.assert_close(params, -0.1 * m1 - 0.1 * m2)

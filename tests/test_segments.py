@@ -12,7 +12,7 @@ import a3c
 import async_nstep_q as nq
 import async_one_step_q as oq
 import async_sarsa as sarsa
-from custom_envs import Countdown
+from tests.custom_envs import Countdown  # as the scripts import it: registered once
 
 OBSERVATIONS, ACTIONS = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32), [0, 3, 1]  # s_0 .. s_3, a_0 .. a_2
 REWARDS = [1.0, 2.0, 3.0]

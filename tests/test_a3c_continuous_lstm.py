@@ -12,6 +12,7 @@ import torch
 
 import a3c
 from common import ObservationNorm, make_env
+from tests.custom_envs import Countdown
 from test_a3c_script import RUN_FILES, a3c as run_a3c
 
 
@@ -125,6 +126,34 @@ def test_evaluation_resets_the_lstm_state_at_every_episode_start():
     starts = [i for i, state in enumerate(states_seen) if state is None]
     assert len(starts) == 3 and starts[0] == 0  # a zero state at each of the three episode starts
     assert len(states_seen) > 3  # and the carried state everywhere else
+
+
+class LivesLost(gym.Wrapper):
+    """Countdown (tests.custom_envs) that reports a lost life at its steps `lost_at`, as the Atari wrapper does."""
+
+    def __init__(self, env, lost_at):
+        super().__init__(env)
+        self.lost_at = lost_at
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "life_lost": self.env.unwrapped.t in self.lost_at}
+
+
+def test_evaluation_restarts_the_lstm_state_at_a_lost_life_as_training_does():
+    env = LivesLost(Countdown(terminal_at=6), lost_at=(2, 4))
+    model = a3c.ActorCritic(env.observation_space, env.action_space, a3c.Args(lstm=True))
+    states_seen = []
+    forward = model.forward
+
+    def recording_forward(obs, state=None):
+        states_seen.append(state)
+        return forward(obs, state)
+
+    model.forward = recording_forward
+    a3c.evaluate(model, env, num_episodes=1, greedy=True, seed=0)
+    # the states in which steps 1-6 were chosen: zeros at the start and after the lives lost at steps 2 and 4
+    assert [state is None for state in states_seen] == [True, False, True, False, True, False]
 
 
 def test_observation_norm_standardises_with_all_observations_seen():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from a3c import SharedRMSprop, actor_critic_loss, apply_gradient, n_step_returns, sample_action
+from a3c import SharedRMSprop, actor_critic_loss, n_step_returns, sample_action
 from common import flatten_parameters
 
 
@@ -70,30 +70,6 @@ def test_flat_parameters_are_views_that_gradients_accumulate_into():
     model(torch.ones(1, 3)).sum().backward()
     # d(sum W x + b)/dW = x = 1, /db = 1: the flat buffer holds the gradient, no copy needed.
     torch.testing.assert_close(grads, torch.ones(8))
-
-
-def test_apply_gradient_clips_to_max_norm():
-    params = torch.zeros(2)
-    weights = torch.nn.Parameter(torch.zeros(2))
-    weights.grad = torch.zeros(2)
-    optimizer = SharedRMSprop(params, alpha=0.0, eps=0.0)  # step = lr * grad / |grad|
-    loss = (weights * torch.tensor([30.0, 40.0])).sum()  # gradient [30, 40], norm 50
-    assert apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0, rank=0)
-    # clipped to [3, 4]; RMSProp with alpha 0, eps 0 moves each coordinate by lr * sign
-    torch.testing.assert_close(optimizer.state[0], torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
-    torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_apply_gradient_skips_non_finite_gradient(bad):
-    params = torch.ones(2)
-    weights = torch.nn.Parameter(torch.zeros(2))
-    weights.grad = torch.zeros(2)
-    optimizer = SharedRMSprop(params)
-    loss = (weights * torch.tensor([1.0, bad])).sum()
-    assert not apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0, rank=0)
-    torch.testing.assert_close(params, torch.ones(2))
-    torch.testing.assert_close(optimizer.state[0], torch.zeros(2))
 
 
 def test_sampled_actions_follow_the_softmax():

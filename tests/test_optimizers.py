@@ -1,4 +1,5 @@
-"""--optimizer in every script: Supplement 7's three lock-free optimizers, stepped by hand, run and resumed."""
+"""--optimizer in every script: Supplement 7's three lock-free optimizers, stepped by hand, run and resumed; the
+gradient clip and the skipped non-finite update before them."""
 
 import os
 import subprocess
@@ -105,3 +106,29 @@ def test_rmsprop_and_momentum_weigh_the_past_by_their_own_coefficient_not_its_co
     m2 = 0.9 * m1 + 0.1 * grad2
     torch.testing.assert_close(momentum.state[0], m2)
     torch.testing.assert_close(params, -0.1 * m1 - 0.1 * m2)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_apply_gradient_clips_to_max_norm(module):
+    params = torch.zeros(2)
+    weights = torch.nn.Parameter(torch.zeros(2))
+    weights.grad = torch.zeros(2)
+    optimizer = module.SharedRMSprop(params, alpha=0.0, eps=0.0)  # step = lr * grad / |grad|
+    loss = (weights * torch.tensor([30.0, 40.0])).sum()  # gradient [30, 40], norm 50
+    assert module.apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0, rank=0)
+    # clipped to [3, 4]; RMSProp with alpha 0, eps 0 moves each coordinate by lr * sign
+    torch.testing.assert_close(optimizer.state[0], torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_apply_gradient_skips_non_finite_gradient(module, bad):
+    params = torch.ones(2)
+    weights = torch.nn.Parameter(torch.zeros(2))
+    weights.grad = torch.zeros(2)
+    optimizer = module.SharedRMSprop(params)
+    loss = (weights * torch.tensor([1.0, bad])).sum()
+    assert not module.apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0, rank=0)
+    torch.testing.assert_close(params, torch.ones(2))
+    torch.testing.assert_close(optimizer.state[0], torch.zeros(2))

@@ -75,6 +75,20 @@ def test_the_workers_final_epsilons_span_the_papers_distribution(script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+def test_act_is_greedy_with_probability_one_minus_epsilon_else_uniform(script):
+    model = script.QNetwork(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), 4, script.Args())
+    with torch.no_grad():
+        model.q.bias.copy_(torch.tensor([0.0, 0.0, 9.0, 0.0]))  # action 2 is the greedy one, whatever the state
+        model.q.weight.zero_()
+    obs, rng = np.zeros(1, np.float32), np.random.default_rng(0)
+    assert {script.act(model, obs, 0.0, rng) for _ in range(50)} == {2}
+    for epsilon, greedy_share in ((1.0, 0.25), (0.4, 0.6 + 0.4 / 4)):
+        counts = np.bincount([script.act(model, obs, epsilon, rng) for _ in range(8000)], minlength=4) / 8000
+        others = (1 - greedy_share) / 3
+        np.testing.assert_allclose(counts, [others, others, greedy_share, others], atol=0.02)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
 def test_epsilon_anneals_linearly_from_one_then_stays(script):
     assert script.epsilon_at(0, 0.1, 1000) == 1.0
     assert script.epsilon_at(500, 0.1, 1000) == pytest.approx(0.55)

@@ -1,0 +1,63 @@
+"""worker() of each script, run in this process for a few hundred CartPole steps, with its optimizer and its
+segment loss watched: the learning rate it applies at each update, and the rewards its loss sees."""
+
+import types
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import a3c
+import async_nstep_q
+import async_one_step_q
+import async_sarsa
+from test_segments import Outbox
+
+MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
+
+
+def run_worker(module, monkeypatch, **overrides):
+    """worker(0, ...) of `module` to T_max = 300 steps; returns [(global step, lr) at each update] and the rewards of
+    each segment its loss was computed on."""
+    args = module.Args(env_id="CartPole-v1", num_workers=1, total_timesteps=300, learning_rate=0.01, **overrides)
+    shared = module.Shared(module.build_model(args), args, mp.get_context("spawn"))
+    updates, rewards, step, segment_loss = [], [], shared.optimizer.step, module.segment_loss
+
+    def recording_step(grad, lr, rank):
+        updates.append((shared.global_step(), lr))
+        step(grad, lr, rank)
+
+    def recording_loss(model, *others):  # a3c.py's (model, segment, args); the others' (model, target, segment, gamma)
+        rewards.append(list((others[0] if module is a3c else others[1]).rewards))
+        return segment_loss(model, *others)
+
+    monkeypatch.setattr(shared.optimizer, "step", recording_step)
+    monkeypatch.setattr(module, "segment_loss", recording_loss)
+    monkeypatch.setattr(mp, "parent_process", lambda: types.SimpleNamespace(is_alive=lambda: True))  # "the main"
+    monkeypatch.setattr(module.signal, "signal", lambda *_: None)  # the worker would make pytest ignore Ctrl-C
+    threads = torch.get_num_threads()
+    try:
+        module.worker(0, 1, args, shared, Outbox())
+    finally:
+        torch.set_num_threads(threads)
+    return updates, rewards
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_a_worker_anneals_the_learning_rate_linearly_to_zero_at_t_max(module, monkeypatch):
+    updates, rewards = run_worker(module, monkeypatch)
+    assert len(updates) == len(rewards) and updates[-1][0] >= 300  # one update per segment, to T_max
+    assert updates[-1][0] == sum(map(len, rewards))  # T <- T + 1 for every step played
+    for global_step, lr in updates:  # lr * (1 - T / T_max) at the T the update was counted at
+        assert lr == pytest.approx(0.01 * max(0.0, 1 - global_step / 300), rel=1e-9)
+    assert updates[0][1] > 0.0098 and updates[-1][1] == 0.0
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a3c_worker_trains_on_normalised_rewards_with_normalize_reward(monkeypatch, normalize):
+    _, rewards = run_worker(a3c, monkeypatch, normalize_reward=normalize)
+    seen = [reward for segment in rewards for reward in segment]
+    if not normalize:
+        assert set(seen) == {1.0}  # CartPole's reward, as the env gives it
+    else:  # divided by a running std of the discounted return, which grows past 1 within an episode
+        assert all(0.0 < reward < 1.0 for reward in seen[20:]) and len(set(seen)) > 10

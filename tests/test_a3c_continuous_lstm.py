@@ -112,16 +112,21 @@ def test_lstm_state_carried_into_the_next_segment_carries_no_graph():
     values.sum().backward()  # backpropagation stops at the boundary instead of raising or leaking
 
 
-def test_evaluation_resets_the_lstm_state_at_every_episode_start():
-    model, env = make_model("CartPole-v1", lstm=True)
-    states_seen = []
-    forward = model.forward
+def record_states(model):
+    """The list that, from now on, gets the LSTM state of each call of model (None: zeros)."""
+    states_seen, forward = [], model.forward
 
     def recording_forward(obs, state=None):
         states_seen.append(state)
         return forward(obs, state)
 
     model.forward = recording_forward
+    return states_seen
+
+
+def test_evaluation_resets_the_lstm_state_at_every_episode_start():
+    model, env = make_model("CartPole-v1", lstm=True)
+    states_seen = record_states(model)
     a3c.evaluate(model, env, num_episodes=3, greedy=False, seed=0)
     starts = [i for i, state in enumerate(states_seen) if state is None]
     assert len(starts) == 3 and starts[0] == 0  # a zero state at each of the three episode starts
@@ -143,14 +148,7 @@ class LivesLost(gym.Wrapper):
 def test_evaluation_restarts_the_lstm_state_at_a_lost_life_as_training_does():
     env = LivesLost(Countdown(terminal_at=6), lost_at=(2, 4))
     model = a3c.ActorCritic(env.observation_space, env.action_space, a3c.Args(lstm=True))
-    states_seen = []
-    forward = model.forward
-
-    def recording_forward(obs, state=None):
-        states_seen.append(state)
-        return forward(obs, state)
-
-    model.forward = recording_forward
+    states_seen = record_states(model)
     a3c.evaluate(model, env, num_episodes=1, greedy=True, seed=0)
     # the states in which steps 1-6 were chosen: zeros at the start and after the lives lost at steps 2 and 4
     assert [state is None for state in states_seen] == [True, False, True, False, True, False]

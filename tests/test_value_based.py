@@ -17,6 +17,7 @@ import async_one_step_q as oq
 import async_sarsa as sarsa
 from common import make_env
 from conftest import ROOT, parsed
+from test_segments import Recorder
 
 CTX = mp.get_context("spawn")
 SCRIPTS = [nq, oq, sarsa]
@@ -147,18 +148,6 @@ def test_a_checkpoint_that_counted_refreshes_in_intervals_resumes_in_steps(scrip
     torch.save({"script": script.SCRIPT, "args": {"env_id": "CartPole-v1", "target_update_interval": 100},
                 "model": {}, "global_step": 3050, "target_version": 30}, tmp_path / "old.pt")
     assert script.load_checkpoint(tmp_path / "old.pt")["target_step"] == 3000
-
-
-class Recorder(gym.Wrapper):
-    """The actions an env was given."""
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.actions = []
-
-    def step(self, action):
-        self.actions.append(action)
-        return self.env.step(action)
 
 
 def draws_of_default_rng(seed, count):

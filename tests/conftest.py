@@ -6,6 +6,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+# The learning tests' seed: 1, as CI runs them; benchmarks/learning_tests.py --seeds sets others to measure the spread.
+LEARNING_SEED = os.environ.get("LEARNING_TEST_SEED", "1")
+
+
 def evaluation_means(run_dir):
     """The eval_return_mean of every evaluation a run logged in its progress.csv, final one included."""
     with open(os.path.join(run_dir, "progress.csv")) as f:

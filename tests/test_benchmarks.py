@@ -193,3 +193,45 @@ def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
         time.sleep(0.5)
     assert not training() and (run_dir / "checkpoint.pt").exists()  # stopped by Ctrl-C: it saved on the way out
     assert not (run_dir / "result.json").exists()  # unfinished: a rerun trains it again
+
+
+FAKE_LEARNING_TESTS = '''
+import pathlib
+
+
+def test_learns(tmp_path):  # an evaluation at 3 then a final one at 5: best 5, final 5
+    (tmp_path / "progress.csv").write_text("global_step,eval_return_mean\\n10,3.0\\n20,\\n30,5.0\\n")
+    (tmp_path / "eval.json").write_text('{"mean": 5.0}')
+    (tmp_path / "model.pt").write_text("weights")
+
+
+def test_fails(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "progress.csv").write_text("global_step,eval_return_mean\\n10,7.0\\n20,1.0\\n")
+    (tmp_path / "run" / "eval.json").write_text('{"mean": 1.0}')
+    assert False, "below the bar"
+'''
+
+
+def test_learning_tests_records_each_repeat_keeps_the_run_files_and_skips_measured_repeats(tmp_path):
+    (tmp_path / "test_fake.py").write_text(FAKE_LEARNING_TESTS)
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "learning_tests.py"), "--repeats", "2",
+               "--files", str(tmp_path / "test_fake.py"), "--out-dir", str(tmp_path / "out")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.load(open(tmp_path / "out" / "summary.json"))
+    (learns, learned), (fails, failed) = summary.items()
+    assert learns.endswith("::test_learns") and fails.endswith("::test_fails")
+    assert learned["repeats"] == 2 and learned["passed"] == 2 and failed["settings"]["seed 1"]["passed"] == "0/2"
+    assert learned["scores"] == {"test_learns0": {score: {"min": 5.0, "median": 5.0, "max": 5.0}
+                                                  for score in ("final", "best")}}
+    assert failed["scores"]["test_fails0/run"]["best"]["max"] == 7.0
+    repeat = tmp_path / "out" / "test_learns" / "seed1" / "repeat1"
+    assert sorted(os.listdir(repeat / "tmp" / "test_learns0")) == ["eval.json", "progress.csv"]  # model.pt dropped
+    assert os.listdir(repeat / "tmp") == ["test_learns0"]  # and pytest's link to it, an absolute path
+    record = json.load(open(tmp_path / "out" / "test_fails" / "seed1" / "repeat2" / "result.json"))
+    assert record["passed"] is False and "below the bar" in record["failure"]
+    stamp = os.path.getmtime(repeat / "result.json")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and os.path.getmtime(repeat / "result.json") == stamp
+    assert "repeat" not in again.stdout.split("{")[0]  # no repeat run again, the summary printed anew

@@ -238,6 +238,9 @@ def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # re
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert evaluation["env_id"] == "PongNoFrameskip-v4" and evaluation["global_step"] >= 600
     eval_only = subprocess.run([sys.executable, script, "--eval-only", "--checkpoint", str(tmp_path / "model.pt"),
-                                "--eval-episodes", "1", "--eval-max-steps", "50", "--run-dir", str(tmp_path / "e")],
+                                "--eval-episodes", "1", "--eval-max-steps", "150", "--run-dir", str(tmp_path / "e")],
                                capture_output=True, text=True, timeout=120)
-    assert eval_only.returncode == 0 and json.load(open(tmp_path / "e" / "eval.json"))["global_step"] >= 600
+    assert eval_only.returncode == 0, eval_only.stderr[-3000:]
+    replayed = json.load(open(tmp_path / "e" / "eval.json"))
+    # the saved weights, the run's evaluation seed and episode cap: the very episode of the run's final evaluation
+    assert replayed["global_step"] == evaluation["global_step"] and replayed["returns"] == evaluation["returns"]

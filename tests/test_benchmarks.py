@@ -235,3 +235,24 @@ def test_learning_tests_records_each_repeat_keeps_the_run_files_and_skips_measur
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and os.path.getmtime(repeat / "result.json") == stamp
     assert "repeat" not in again.stdout.split("{")[0]  # no repeat run again, the summary printed anew
+
+
+@pytest.mark.parametrize("script", ["a3c.py", "async_sarsa.py"])
+def test_profile_splits_a_workers_time_into_its_stages(tmp_path, script):
+    out = tmp_path / "profile.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile.py"), "--script", script,
+                             "--env-id", "CartPole-v1", "--steps", "400", "--warmup", "40", "--repeats", "1",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    profile = json.load(open(out))
+    stages = profile["stages"]
+    assert {"acting (forward pass, sampling)", "env.step (emulator, preprocessing)", "learning forward and loss",
+            "backward and clip", "optimizer step", "sync theta' <- theta", "rest of the loop"} <= set(stages)
+    assert ("target refresh" in stages) == (script != "a3c.py")
+    assert sum(stage["share"] for stage in stages.values()) == pytest.approx(1.0)  # the stages tile the loop
+    assert all(stage["ms_per_step"] > 0 for stage in stages.values())
+    # the value-based script acts with its final epsilon, so its network picks most actions: acting costs more than
+    # the env's step (at epsilon 1 it would be a random draw, a fraction of it)
+    assert stages["acting (forward pass, sampling)"]["ms_per_step"] > stages["env.step (emulator, preprocessing)"][
+        "ms_per_step"]
+    assert profile["ms_per_step"] * profile["steps_per_second"] == pytest.approx(1000)

@@ -196,9 +196,6 @@ def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
 
 
 FAKE_LEARNING_TESTS = '''
-import pathlib
-
-
 def test_learns(tmp_path):  # an evaluation at 3 then a final one at 5: best 5, final 5
     (tmp_path / "progress.csv").write_text("global_step,eval_return_mean\\n10,3.0\\n20,\\n30,5.0\\n")
     (tmp_path / "eval.json").write_text('{"mean": 5.0}')

@@ -33,7 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common import (UsageError, env_family, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
-                    start_on_random_play)
+                    rmsprop_update, start_on_random_play)
 
 SCRIPT = "async_nstep_q.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -93,17 +93,12 @@ class SharedRMSprop:
         # In shared memory before any worker starts: state made lazily on a worker's first step (as torch.optim
         # does) would be private to it, and checkpoint.pt could not keep it.
         self.state = torch.zeros(rows, params.numel()).share_memory_()
-        self.denominator = None
 
     def step(self, grad, lr, rank):
         # The worker's gradient is read here, never aliased into the shared model: since PyTorch 2, zero_grad()
         # sets .grad to None, which silently breaks the old trick of pointing the shared .grad at the local one.
-        if self.denominator is None:  # per-process scratch, not shared: saves a 3 MB allocation per step
-            self.denominator = torch.empty_like(self.params)
         square_avg = self.state[rank if len(self.state) > 1 else 0]
-        square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
-        torch.add(square_avg, self.eps, out=self.denominator).rsqrt_()
-        self.params.addcmul_(grad, self.denominator, value=-lr)
+        rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)  # both lines above, in one pass
 
 
 class MomentumSGD:

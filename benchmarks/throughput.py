@@ -13,7 +13,8 @@ Three rates per worker count N:
   4 emulator frames per agent step with no screen read, resize or stacking, so raw
   emulator / env only - 1 is the time the preprocessing adds to the emulator's.
 Every script and worker count is measured in turn, `--repeats` times (a, b, a, b, ...), so
-that drift in the machine's speed hits all alike; the table gives medians. The default
+that drift in the machine's speed hits all alike; the table gives medians, and "/ first" the
+median over repeats of each script's rate over the first script's in the same repeat. The default
 worker counts are 1, 2, 4, ... up to the number of cores (16 on a 16-core machine).
 """
 
@@ -152,16 +153,19 @@ if __name__ == "__main__":
         for n in args.workers:
             sps = float(np.median(rates[script, n]))
             one = float(np.median(rates[script, args.workers[0]]))
+            # against the first script, run by run: each repeat measured the two back to back, on the same machine
+            ratio = float(np.median(np.divide(rates[script, n], rates[args.scripts[0], n])))
             results.append({"script": script, "workers": n, "sps": sps, "sps_runs": rates[script, n],
-                            "speedup": sps / one, "env_only_sps": env_rates[n], "raw_emulator_sps": raw_rates[n]})
-    print(f"\n{'script':<22} {'workers':>7} {'steps/s':>8} {'runs':>18} {'speed-up':>8} {'env only':>9} "
-          f"{'raw emulator':>12} {'preprocessing cost':>18}")
+                            "speedup": sps / one, "ratio_to_first_script": ratio, "env_only_sps": env_rates[n],
+                            "raw_emulator_sps": raw_rates[n]})
+    print(f"\n{'script':<22} {'workers':>7} {'steps/s':>8} {'runs':>18} {'speed-up':>8} {'/ first':>7} "
+          f"{'env only':>9} {'raw emulator':>12} {'preprocessing cost':>18}")
     for r in results:
         runs = " ".join(f"{x:.0f}" for x in r["sps_runs"])
         raw, cost = (f"{r['raw_emulator_sps']:.0f}", f"{r['raw_emulator_sps'] / r['env_only_sps'] - 1:+.0%}") \
             if r["raw_emulator_sps"] else ("-", "-")
         print(f"{r['script']:<22} {r['workers']:>7} {r['sps']:>8.0f} {runs:>18} {r['speedup']:>8.2f} "
-              f"{r['env_only_sps']:>9.0f} {raw:>12} {cost:>18}")
+              f"{r['ratio_to_first_script']:>7.2f} {r['env_only_sps']:>9.0f} {raw:>12} {cost:>18}")
     with open(args.output, "w") as f:
         json.dump({"env_id": args.env_id, "script_flags": args.script_flags, "cpu_count": os.cpu_count(),
                    "seconds": args.seconds, "repeats": args.repeats, "results": results}, f, indent=2)

@@ -65,6 +65,9 @@ MUTANTS = [
      "segment = Segment(np.stack(observations), actions, rewards, terminated,",
      "segment = Segment(np.stack(observations), actions, rewards, terminated or truncated,", [SEGMENTS]),
 ]
+MUTANTS.append(("common.py: rmsprop_update's multiply-add fused in another order than torch's", "common.py",
+                "square_avg[i] = one_minus_alpha * g * g + square_avg[i] * alpha",
+                "square_avg[i] = square_avg[i] * alpha + one_minus_alpha * g * g", [OPTIMIZERS]))
 for script in VALUE_BASED[:2]:
     MUTANTS.append((f"{script}: play() marks a truncation as terminal", script,
                     "Segment(np.stack(observations), actions, rewards, terminated), obs",
@@ -82,8 +85,8 @@ for script in VALUE_BASED:
 for script in SCRIPTS:
     MUTANTS += [
         (f"{script}: RMSProp alpha swapped with 1 - alpha", script,
-         "square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)",
-         "square_avg.mul_(1 - self.alpha).addcmul_(grad, grad, value=self.alpha)", [OPTIMIZERS]),
+         "rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)",
+         "rmsprop_update(self.params, grad, square_avg, 1 - self.alpha, self.eps, lr)", [OPTIMIZERS]),
         (f"{script}: momentum swapped with 1 - momentum", script,
          "self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)",
          "self.state[rank].mul_(1 - self.momentum).add_(grad, alpha=self.momentum)", [OPTIMIZERS]),

@@ -13,6 +13,7 @@ import a3c
 import async_nstep_q
 import async_one_step_q
 import async_sarsa
+from common import rmsprop_update
 from conftest import ROOT
 
 MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
@@ -132,3 +133,20 @@ def test_apply_gradient_skips_non_finite_gradient(module, bad):
     assert not module.apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=40.0, rank=0)
     torch.testing.assert_close(params, torch.ones(2))
     torch.testing.assert_close(optimizer.state[0], torch.zeros(2))
+
+
+@pytest.mark.parametrize("alpha, eps, lr", [(0.99, 0.1, 7e-4), (0.9, 1e-8, 1e-2), (0.5, 0.01, 0.3)])
+def test_rmsprop_update_computes_the_torch_ops_bit_for_bit(alpha, eps, lr):
+    # The one-pass update must not change what is computed: each element rounded as the five torch ops round it.
+    rng = np.random.default_rng(0)
+    for size in (1, 7, 17, 1001, 100_003):  # odd sizes exercise the compiled loop's remainder after its vector lanes
+        params = torch.from_numpy(rng.normal(size=size).astype(np.float32))
+        square_avg = torch.zeros(size)
+        expected_params, expected_square_avg = params.clone(), square_avg.clone()
+        for _ in range(3):
+            grad = torch.from_numpy((rng.normal(size=size) * 10.0 ** rng.integers(-6, 3, size)).astype(np.float32))
+            expected_square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+            expected_params.addcmul_(grad, (expected_square_avg + eps).rsqrt(), value=-lr)
+            rmsprop_update(params, grad, square_avg, alpha, eps, lr)
+        assert torch.equal(square_avg, expected_square_avg), size
+        assert torch.equal(params, expected_params), size

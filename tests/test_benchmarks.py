@@ -11,6 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from atari import read_run, table  # noqa: E402
 from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
@@ -67,6 +68,20 @@ def test_an_evaluation_curve_is_read_at_the_step_of_the_weights_evaluated(tmp_pa
     assert reached(tmp_path / "progress.csv", 195, "eval_return_mean") == (3.0, 2000)
     (tmp_path / "old.csv").write_text("global_step,seconds,eval_return_mean\n900,1.0,180\n")  # before the column
     assert read_curve(tmp_path / "old.csv", "eval_return_mean")[0].tolist() == [900]
+
+
+def test_an_atari_run_reads_as_its_game_final_and_best_evaluation_frames_and_hours(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"env_id": "BreakoutNoFrameskip-v4", "seed": 3}))
+    (tmp_path / "progress.csv").write_text("global_step,seconds,sps,eval_global_step,eval_return_mean\n"
+                                           "1000,10,100,,\n2000,20,100,1000,30.5\n3000,30,100,,\n"
+                                           "4000,7200,100,3000,12.5\n")
+    (tmp_path / "eval.json").write_text(json.dumps({"mean": 16.1}))  # the final evaluation, after the last row
+    run = read_run(tmp_path)
+    assert (run["game"], run["seed"], run["total_frames"], run["hours"]) == ("Breakout", 3, 16000, 2.0)
+    assert run["frames"].tolist() == [4000, 12000] and run["scores"].tolist() == [30.5, 12.5]
+    assert (run["final"], run["best"]) == (16.1, 30.5)
+    row = table({"a3c.py": [run]}).splitlines()[-1]  # human-normalised: (16.1 - 1.7) / (30.5 - 1.7) = 50%
+    assert row == "| Breakout | a3c.py | 3 | 0.0M | 2.0 | 16.1 (50%) | 30.5 (100%) | 279.8 | 551.6 |"
 
 
 def test_the_speed_up_clock_starts_at_the_workers_first_step(tmp_path):

@@ -87,7 +87,7 @@ def draw(methods, output):
 
     present = {run["game"] for runs in methods.values() for run in runs}
     games = [game for game in GAMES if game in present] + sorted(present - set(GAMES))
-    figure, axes = plt.subplots(1, len(games), figsize=(4.2 * len(games), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(games), figsize=(max(4.2 * len(games), 9), 3.6), squeeze=False)
     for axis, game in zip(axes[0], games, strict=True):
         for method, (label, runs) in enumerate(methods.items()):  # a color per method, a line style per seed
             for index, run in enumerate(run for run in runs if run["game"] == game):
@@ -104,8 +104,11 @@ def draw(methods, output):
     for axis in axes[0]:
         lines, labels = axis.get_legend_handles_labels()
         handles.update(zip(labels, lines, strict=True))
-    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), fontsize=8)
-    figure.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) // 4), 1, 1))
+    columns = min(len(handles), 2 if len(games) < 3 else 4)
+    rows = -(-len(handles) // columns)
+    figure.set_figheight(3.6 + 0.22 * rows)  # the legend below the panels, 0.22 inch a row
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=columns, fontsize=8)
+    figure.tight_layout(rect=(0, (0.22 * rows + 0.1) / (3.6 + 0.22 * rows), 1, 1))
     figure.savefig(output, dpi=100)
 
 

@@ -12,7 +12,6 @@ Every evaluation is the scripts' own: whole games from 1-30 no-op starts, capped
 agent steps, scores unclipped. The published scores follow other protocols (PUBLISHED).
 """
 
-import glob
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import tyro
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import read_curve  # noqa: E402
+from plot import run_directories  # noqa: E402
 
 GAMES = ("Pong", "Breakout", "BeamRider", "Qbert", "SpaceInvaders")
 # label -> {game: score}; how each was measured is in the label
@@ -114,13 +114,7 @@ def draw(methods, output):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    methods = {}
-    for entry in args.runs:
-        label, pattern = entry.split("=", 1)
-        directories = sorted(glob.glob(pattern))
-        if not directories:
-            sys.exit(f"{pattern}: no run directory matches")
-        methods[label] = [read_run(d) for d in directories]
+    methods = {label: [read_run(d) for d in directories] for label, directories in run_directories(args.runs).items()}
     markdown = table(methods)
     print(markdown)
     if args.table:

@@ -42,6 +42,17 @@ class Args:
     """LABEL=PANEL:X,Y, a point to mark on that panel (e.g. "peer's published curve=frames:8e6,20")"""
 
 
+def run_directories(entries):
+    """LABEL=GLOB entries -> {label: sorted run directories}; exits with a message where a glob matches none."""
+    methods = {}
+    for entry in entries:
+        label, pattern = entry.split("=", 1)
+        methods[label] = sorted(glob.glob(pattern))
+        if not methods[label]:
+            sys.exit(f"{pattern}: no run directory matches")
+    return methods
+
+
 def smoothed(values, window):
     """Trailing moving average; the first rows average what exists so far."""
     sums = np.cumsum(np.insert(values, 0, 0.0))
@@ -93,12 +104,7 @@ def draw(args, methods):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    methods = {}
-    for entry in args.runs:
-        label, pattern = entry.split("=", 1)
-        directories = sorted(glob.glob(pattern))
-        if not directories:
-            sys.exit(f"{pattern}: no run directory matches")
-        methods[label] = [read_curve(os.path.join(d, "progress.csv"), args.column) for d in directories]
+    methods = {label: [read_curve(os.path.join(d, "progress.csv"), args.column) for d in directories]
+               for label, directories in run_directories(args.runs).items()}
     draw(args, methods)
     print(f"wrote {args.output}")

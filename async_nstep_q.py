@@ -5,8 +5,9 @@
     python async_nstep_q.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python async_nstep_q.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 
-From the top: the model, the shared optimizer, what the processes share, the worker and the evaluation.
-Below the line: the main process (Args and PRESETS, run directory, supervision, checkpoints, logs).
+Above the line, what the child processes run: the model, the shared optimizer, what the processes share, the
+worker, the evaluator, and child() around both. Below it, the main process: Args and PRESETS, the run directory,
+supervision of the children, checkpoints and logs.
 """
 
 import csv
@@ -216,44 +217,43 @@ def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, rank):
     return True
 
 
+def learning_rate_at(args, global_step):
+    """The learning rate at global step T: the initial rate annealed linearly to 0 at T_max."""
+    return args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)
+
 def worker(rank, seed, args, shared, messages):
     """One actor-learner of Algorithm S2, as a process; `seed` is derive_seed(args.seed, rank, restarts).
-    Sends its episodes, loss statistics, epsilon and last error on `messages`, its own pipe to the main process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C for all
-    torch.set_num_threads(1)  # N workers x M BLAS threads would oversubscribe the cores
-    try:
-        torch.manual_seed(seed)
-        rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers)
-        env = make_env(args.env_id, training=True)
-        model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
-        params, grads = flatten_parameters(model)
-        target_net = QNetwork(env.observation_space, env.action_space.n, args)
-        flatten_parameters(target_net, shared.target_params)  # reads the shared theta^- in place, no copy
-        obs, stats, last_report, skips_in_a_row = env.reset(seed=seed)[0], Counter(), 0, 0
-        while shared.running(args.total_timesteps):  # repeat ... until T > T_max
-            shared.sync(model, params)  # synchronise theta' = theta
-            epsilon = epsilon_at(shared.global_step(), epsilon_final, args.epsilon_anneal_steps)
-            segment, obs = play(env, model, obs, epsilon, rng, args.t_max, messages)  # t_start = t; act
-            loss, losses = segment_loss(model, target_net, segment, args.gamma)  # R; accumulate d theta
-            shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/value_based.md)
-            step = shared.global_step()
-            lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)
-            applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
-            stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
-            skips_in_a_row = 0 if applied else skips_in_a_row + 1
-            if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
-                raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
-            refresh_target(shared.target_params, shared.params, shared.target_step, step,
-                           args.target_update_interval)  # if T mod I_target == 0: theta^- <- theta
-            if time.time() - last_report > 2.0:
-                messages.send(("losses", dict(stats)))
-                messages.send(("epsilon", epsilon))
-                stats, last_report = Counter(), time.time()
-        if mp.parent_process().is_alive():  # the last statistics, unless nobody is left to read them
+    Sends its episodes, loss statistics and epsilon on `messages` (child() lists the messages)."""
+    torch.manual_seed(seed)
+    rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers)
+    env = make_env(args.env_id, training=True)
+    model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
+    params, grads = flatten_parameters(model)
+    target_net = QNetwork(env.observation_space, env.action_space.n, args)
+    flatten_parameters(target_net, shared.target_params)  # reads the shared theta^- in place, no copy
+    obs, stats, last_report, skips_in_a_row = env.reset(seed=seed)[0], Counter(), 0, 0
+    while shared.running(args.total_timesteps):  # repeat ... until T > T_max
+        shared.sync(model, params)  # synchronise theta' = theta
+        epsilon = epsilon_at(shared.global_step(), epsilon_final, args.epsilon_anneal_steps)
+        segment, obs = play(env, model, obs, epsilon, rng, args.t_max, messages)  # t_start = t; act
+        loss, losses = segment_loss(model, target_net, segment, args.gamma)  # R; accumulate d theta
+        shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/value_based.md)
+        step = shared.global_step()
+        lr = learning_rate_at(args, step)
+        applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
+        stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
+        skips_in_a_row = 0 if applied else skips_in_a_row + 1
+        if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
+            raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
+        refresh_target(shared.target_params, shared.params, shared.target_step, step,
+                       args.target_update_interval)  # if T mod I_target == 0: theta^- <- theta
+        if time.time() - last_report > 2.0:
             messages.send(("losses", dict(stats)))
-        env.close()
-    except Exception as error:
-        report_error(messages, "diverged" if isinstance(error, FloatingPointError) else "error")
+            messages.send(("epsilon", epsilon))
+            stats, last_report = Counter(), time.time()
+    if mp.parent_process().is_alive():  # the last statistics, unless nobody is left to read them
+        messages.send(("losses", dict(stats)))
+    env.close()
 
 
 def evaluate(model, env, num_episodes, epsilon, seed):
@@ -269,6 +269,51 @@ def evaluate(model, env, num_episodes, epsilon, seed):
             done = terminated or truncated
         returns.append(episode_return)
     return returns
+
+
+def derive_seed(seed, *key):
+    """The seed of one part of a run: key (rank, restarts) for a worker, () for the evaluation. SeedSequence
+    hashes them, so runs with neighbouring seeds share no stream (with seed + rank, run 1's worker 1 would be
+    run 2's worker 0)."""
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
+
+
+def child(target, messages, *args):
+    """What every child process runs: target(*args, messages), deaf to Ctrl-C (the main process handles it and
+    stops its children), with one BLAS thread (N processes x M threads would oversubscribe the cores). A child
+    sends (kind, payload) on `messages`, its own pipe to the main process:
+        ("episode", (return, length))  a whole game ended (the real, unclipped return);
+        ("losses", Counter)            sums of the loss statistics over "updates" applied updates, and the count
+                                       of "skipped_updates" (non-finite);
+        ("epsilon", value)             the worker's exploration epsilon now;
+        ("eval", (step, returns))      an evaluation of the weights of global step `step`;
+        ("error" or "diverged", traceback)  sent here if target raises (diverged: FloatingPointError); exit 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    try:
+        target(*args, messages)
+    except Exception as error:
+        try:
+            messages.send(("diverged" if isinstance(error, FloatingPointError) else "error", traceback.format_exc()))
+        except OSError:  # the main process is gone
+            pass
+        sys.exit(1)
+
+
+def evaluator(args, shared, messages):
+    """Evaluate the shared model every eval_interval global steps, in its own process, on its own env."""
+    env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
+    model = QNetwork(env.observation_space, env.action_space.n, args)
+    params, _ = flatten_parameters(model)
+    next_eval = (shared.global_step() // args.eval_interval + 1) * args.eval_interval
+    while shared.running():
+        if (step := shared.global_step()) < next_eval:
+            time.sleep(0.05)
+            continue
+        shared.sync(model, params)
+        returns = evaluate(model, env, args.eval_episodes, args.eval_epsilon, derive_seed(args.seed))
+        messages.send(("eval", (step, returns)))  # the step of the weights evaluated
+        next_eval = (step // args.eval_interval + 1) * args.eval_interval
 
 
 # =====================================================================================================================
@@ -461,43 +506,6 @@ def remove_run_files(run_dir):
         os.rmdir(run_dir)
 
 
-def derive_seed(seed, *key):
-    """The seed of one part of a run: key (rank, restarts) for a worker, () for the evaluation. SeedSequence
-    hashes them, so runs with neighbouring seeds share no stream (with seed + rank, run 1's worker 1 would be
-    run 2's worker 0)."""
-    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
-
-
-def report_error(messages, kind):
-    """Send the traceback to the main process, which reports it, and exit 1 without printing it twice."""
-    try:
-        messages.send((kind, traceback.format_exc()))
-    except OSError:  # the main process is gone
-        pass
-    sys.exit(1)
-
-
-def evaluator(args, shared, messages):
-    """Evaluate the shared model every eval_interval global steps, in its own process, on its own env."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    try:
-        env = make_env(args.env_id, training=False, max_episode_steps=args.eval_max_steps)
-        model = QNetwork(env.observation_space, env.action_space.n, args)
-        params, _ = flatten_parameters(model)
-        next_eval = (shared.global_step() // args.eval_interval + 1) * args.eval_interval
-        while shared.running():
-            if (step := shared.global_step()) < next_eval:
-                time.sleep(0.05)
-                continue
-            shared.sync(model, params)
-            returns = evaluate(model, env, args.eval_episodes, args.eval_epsilon, derive_seed(args.seed))
-            messages.send(("eval", (step, returns)))  # the step of the weights evaluated
-            next_eval = (step // args.eval_interval + 1) * args.eval_interval
-    except Exception:
-        report_error(messages, "error")
-
-
 class RunFailed(Exception):
     """A process failed and could not be restarted: checkpoint.pt is saved and the script exits 1."""
 
@@ -520,9 +528,10 @@ class Processes:
         receiver, sender = self.ctx.Pipe(duplex=False)
         if rank < self.args.num_workers:  # a restarted worker gets a new seed: it does not replay its predecessor
             seed = derive_seed(self.args.seed, rank, self.restarts)
-            process = self.ctx.Process(target=worker, args=(rank, seed, self.args, self.shared, sender), daemon=True)
+            process = self.ctx.Process(target=child, args=(worker, sender, rank, seed, self.args, self.shared),
+                                       daemon=True)
         else:
-            process = self.ctx.Process(target=evaluator, args=(self.args, self.shared, sender), daemon=True)
+            process = self.ctx.Process(target=child, args=(evaluator, sender, self.args, self.shared), daemon=True)
         # Ctrl-C goes to every process of the terminal's group: a child still importing torch would die of it,
         # traceback and all. An ignored signal stays ignored in the child, so it starts deaf to Ctrl-C.
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -645,7 +654,7 @@ class Progress:
                  episodic_return=returns and np.mean(returns), episodic_length=lengths and np.mean(lengths),
                  eval_global_step=evaluated_at, eval_return_mean=evaluation and np.mean(evaluation),
                  eval_return_std=evaluation and np.std(evaluation),
-                 learning_rate=self.args.learning_rate * max(0.0, 1.0 - step / self.args.total_timesteps),
+                 learning_rate=learning_rate_at(self.args, step),
                  epsilon=np.mean(list(self.epsilons.values())) if self.epsilons else None, skipped_updates=self.skipped,
                  **{key: sum_ / updates for key, sum_ in self.losses.items() if updates})
         self.episodes, self.losses, self.evaluation = [], Counter(), None

@@ -95,8 +95,8 @@ for script in SCRIPTS:
         (f"{script}: a non-finite gradient applied", script, "    if not np.isfinite(grad_norm):\n        return False",
          "    if False:\n        return False", [OPTIMIZERS]),
         (f"{script}: the learning rate not annealed", script,
-         "            lr = args.learning_rate * max(0.0, 1.0 - step / args.total_timesteps)",
-         "            lr = args.learning_rate", [WORKER]),
+         "    return args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)",
+         "    return args.learning_rate", [WORKER]),
         (f"{script}: T counted once per segment", script, "shared.step_counts[rank] += len(segment.rewards)",
          "shared.step_counts[rank] += 1", [WORKER]),
     ]

@@ -4,7 +4,6 @@ segment loss watched: the learning rate it applies at each update, and the rewar
 import types
 
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 import a3c
@@ -34,12 +33,7 @@ def run_worker(module, monkeypatch, **overrides):
     monkeypatch.setattr(shared.optimizer, "step", recording_step)
     monkeypatch.setattr(module, "segment_loss", recording_loss)
     monkeypatch.setattr(mp, "parent_process", lambda: types.SimpleNamespace(is_alive=lambda: True))  # "the main"
-    monkeypatch.setattr(module.signal, "signal", lambda *_: None)  # the worker would make pytest ignore Ctrl-C
-    threads = torch.get_num_threads()
-    try:
-        module.worker(0, 1, args, shared, Outbox())
-    finally:
-        torch.set_num_threads(threads)
+    module.worker(0, 1, args, shared, Outbox())
     return updates, rewards
 
 

@@ -68,6 +68,7 @@ class ActorCritic(nn.Module):
     def __init__(self, observation_space, action_space, args):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.state_independent_std = args.state_independent_std
         self.obs_norm = ObservationNorm(observation_space.shape) if args.normalize_obs else nn.Identity()
         self.body = Body(observation_space, args)
         if self.continuous:
@@ -91,7 +92,7 @@ class ActorCritic(nn.Module):
         hidden, policy_state = self.body(obs, policy_state)
         value_hidden, value_state = self.value_body(obs, value_state)
         mean = self.mean(hidden)
-        variance = ((2 * self.log_std).exp().expand_as(mean) if hasattr(self, "log_std")
+        variance = ((2 * self.log_std).exp().expand_as(mean) if self.state_independent_std
                     else F.softplus(self.variance(hidden)))
         return (mean, variance), self.value(value_hidden).squeeze(-1), (policy_state, value_state)
 
@@ -131,16 +132,16 @@ class SharedRMSprop:
     theta <- theta - lr * grad / sqrt(g + eps). One g shared by all workers (--optimizer shared_rmsprop, the
     paper's choice); with one row per worker (rmsprop) each keeps its own g, still stepping the shared theta."""
 
-    def __init__(self, params, alpha=0.99, eps=0.1, rows=1):
-        self.params, self.alpha, self.eps = params, alpha, eps
+    def __init__(self, params, alpha=0.99, eps=0.1, per_worker=False, num_workers=1):
+        self.params, self.alpha, self.eps, self.per_worker = params, alpha, eps, per_worker
         # In shared memory before any worker starts: state made lazily on a worker's first step (as torch.optim
         # does) would be private to it, and checkpoint.pt could not keep it.
-        self.state = torch.zeros(rows, params.numel()).share_memory_()
+        self.state = torch.zeros(num_workers if per_worker else 1, params.numel()).share_memory_()
 
     def step(self, grad, lr, rank):
         # The worker's gradient is read here, never aliased into the shared model: since PyTorch 2, zero_grad()
         # sets .grad to None, which silently breaks the old trick of pointing the shared .grad at the local one.
-        square_avg = self.state[rank if len(self.state) > 1 else 0]
+        square_avg = self.state[rank if self.per_worker else 0]
         rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)  # both lines above, in one pass
 
 
@@ -148,9 +149,9 @@ class MomentumSGD:
     """Supplement 7's momentum SGD (--optimizer momentum_sgd): each worker keeps its own m <- momentum * m +
     (1 - momentum) * grad and steps the shared theta <- theta - lr * m; m in shared memory, a row per worker."""
 
-    def __init__(self, params, momentum, rows):
+    def __init__(self, params, momentum, num_workers):
         self.params, self.momentum = params, momentum
-        self.state = torch.zeros(rows, params.numel()).share_memory_()
+        self.state = torch.zeros(num_workers, params.numel()).share_memory_()
 
     def step(self, grad, lr, rank):
         self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)
@@ -162,19 +163,29 @@ class Shared:
     while holding a lock would leave the others waiting forever. params: theta and theta_v in one flat buffer
     (the main process's model is a view of it); optimizer: SharedRMSprop or MomentumSGD, with its statistics;
     obs_moments: with --normalize-obs, the sums behind the observation statistics; step_counts: T as one counter per
-    worker, each written by its worker alone, plus the steps before a resume; stop: set by the main process."""
+    worker, each written by its worker alone, on top of steps_before; stop: set by the main process."""
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
-        rows = 1 if args.optimizer == "shared_rmsprop" else args.num_workers  # a row of statistics per worker
-        self.optimizer = (MomentumSGD(self.params, args.momentum, rows) if args.optimizer == "momentum_sgd"
-                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, rows))
+        per_worker = args.optimizer != "shared_rmsprop"  # statistics kept per worker, or one set for all
+        self.optimizer = (MomentumSGD(self.params, args.momentum, args.num_workers) if args.optimizer == "momentum_sgd"
+                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, per_worker, args.num_workers))
         self.obs_moments = model.obs_norm.moments.share_memory_() if args.normalize_obs else None
-        self.step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()
+        self.step_counts = torch.zeros(args.num_workers, dtype=torch.int64).share_memory_()
+        self.steps_before = 0  # T when this process started: the steps of the run it resumes
         self.stop = ctx.RawValue("b", False)
 
     def global_step(self):
-        return int(self.step_counts.sum())
+        return self.steps_before + int(self.step_counts.sum())
+
+    def state_dict(self):
+        """What checkpoint.pt keeps besides the model's weights: T and the optimizer's statistics."""
+        return {"global_step": self.global_step(), "optimizer_state": self.optimizer.state.clone()}
+
+    def load_state_dict(self, state):
+        """Set before the children start (they get a copy of steps_before)."""
+        self.optimizer.state.copy_(state["optimizer_state"])
+        self.steps_before = state["global_step"]
 
     def running(self, total_timesteps=float("inf")):
         """Until T >= T_max or the main process says stop, or dies without saying it: never train as an orphan."""
@@ -449,7 +460,7 @@ def parse_args():
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
     if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
-        written = (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt["optimizer_state"]))
+        written = (ckpt["args"]["optimizer"], len(ckpt["optimizer_state"]))
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
             raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
                              "--optimizer and --num-workers it was trained with")
@@ -497,8 +508,6 @@ def load_checkpoint(path):
         raise UsageError(f"{path} is not a checkpoint or model file written by this project")
     if ckpt.get("script") != SCRIPT:
         raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
-    if "square_avg" in ckpt:  # written before --optimizer existed: shared RMSProp's statistics
-        ckpt["optimizer_state"] = ckpt.pop("square_avg").reshape(1, -1)
     return ckpt
 
 
@@ -775,15 +784,14 @@ def train(args, ckpt, sources):
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's own state (observation statistics included) came with build_model
-        shared.optimizer.state.copy_(ckpt["optimizer_state"])
-        shared.step_counts[-1] = ckpt["global_step"]
+        shared.load_state_dict(ckpt)
     start = time.time() - (ckpt["seconds"] if ckpt else 0.0)
 
     def checkpoint(name):  # checkpoint.pt: all a resume needs; model.pt: the weights
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state["optimizer_state"] = shared.optimizer.state.clone()
+            state |= shared.state_dict()
         save_atomic(state, os.path.join(run_dir, name))
 
     max_entropy = None if model.continuous else float(np.log(model.policy.out_features))  # a uniform policy's

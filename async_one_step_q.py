@@ -89,16 +89,16 @@ class SharedRMSprop:
     theta <- theta - lr * grad / sqrt(g + eps). One g shared by all workers (--optimizer shared_rmsprop, the
     paper's choice); with one row per worker (rmsprop) each keeps its own g, still stepping the shared theta."""
 
-    def __init__(self, params, alpha=0.99, eps=0.1, rows=1):
-        self.params, self.alpha, self.eps = params, alpha, eps
+    def __init__(self, params, alpha=0.99, eps=0.1, per_worker=False, num_workers=1):
+        self.params, self.alpha, self.eps, self.per_worker = params, alpha, eps, per_worker
         # In shared memory before any worker starts: state made lazily on a worker's first step (as torch.optim
         # does) would be private to it, and checkpoint.pt could not keep it.
-        self.state = torch.zeros(rows, params.numel()).share_memory_()
+        self.state = torch.zeros(num_workers if per_worker else 1, params.numel()).share_memory_()
 
     def step(self, grad, lr, rank):
         # The worker's gradient is read here, never aliased into the shared model: since PyTorch 2, zero_grad()
         # sets .grad to None, which silently breaks the old trick of pointing the shared .grad at the local one.
-        square_avg = self.state[rank if len(self.state) > 1 else 0]
+        square_avg = self.state[rank if self.per_worker else 0]
         rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)  # both lines above, in one pass
 
 
@@ -106,9 +106,9 @@ class MomentumSGD:
     """Supplement 7's momentum SGD (--optimizer momentum_sgd): each worker keeps its own m <- momentum * m +
     (1 - momentum) * grad and steps the shared theta <- theta - lr * m; m in shared memory, a row per worker."""
 
-    def __init__(self, params, momentum, rows):
+    def __init__(self, params, momentum, num_workers):
         self.params, self.momentum = params, momentum
-        self.state = torch.zeros(rows, params.numel()).share_memory_()
+        self.state = torch.zeros(num_workers, params.numel()).share_memory_()
 
     def step(self, grad, lr, rank):
         self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)
@@ -120,20 +120,32 @@ class Shared:
     while holding a lock would leave the others waiting forever. params: theta in one flat buffer (the main
     process's model is a view of it); target_params: theta^-; target_step: the global step of the interval
     boundary at which theta^- was last refreshed (refresh_target); optimizer: SharedRMSprop or MomentumSGD, with
-    its statistics; step_counts: T as one counter per worker, each written by its worker alone, plus the steps
-    before a resume; stop: set at the end."""
+    its statistics; step_counts: T as one counter per worker, each written by its worker alone, on top of
+    steps_before; stop: set at the end."""
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
         self.target_params, self.target_step = self.params.clone().share_memory_(), ctx.Value("q", 0)
-        rows = 1 if args.optimizer == "shared_rmsprop" else args.num_workers  # a row of statistics per worker
-        self.optimizer = (MomentumSGD(self.params, args.momentum, rows) if args.optimizer == "momentum_sgd"
-                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, rows))
-        self.step_counts = torch.zeros(args.num_workers + 1, dtype=torch.int64).share_memory_()
+        per_worker = args.optimizer != "shared_rmsprop"  # statistics kept per worker, or one set for all
+        self.optimizer = (MomentumSGD(self.params, args.momentum, args.num_workers) if args.optimizer == "momentum_sgd"
+                          else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, per_worker, args.num_workers))
+        self.step_counts = torch.zeros(args.num_workers, dtype=torch.int64).share_memory_()
+        self.steps_before = 0  # T when this process started: the steps of the run it resumes
         self.stop = ctx.RawValue("b", False)
 
     def global_step(self):
-        return int(self.step_counts.sum())
+        return self.steps_before + int(self.step_counts.sum())
+
+    def state_dict(self):
+        """What checkpoint.pt keeps besides the model's weights: T, the optimizer's statistics and theta^-."""
+        return {"global_step": self.global_step(), "optimizer_state": self.optimizer.state.clone(),
+                "target_params": self.target_params.clone(), "target_step": self.target_step.value}
+
+    def load_state_dict(self, state):
+        """Set before the children start (they get a copy of steps_before)."""
+        self.optimizer.state.copy_(state["optimizer_state"])
+        self.target_params.copy_(state["target_params"])
+        self.steps_before, self.target_step.value = state["global_step"], state["target_step"]
 
     def running(self, total_timesteps=float("inf")):
         """Until T >= T_max or the main process says stop, or dies without saying it: never train as an orphan."""
@@ -400,7 +412,7 @@ def parse_args():
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
     if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
-        written = (ckpt["args"].get("optimizer", "shared_rmsprop"), len(ckpt["optimizer_state"]))
+        written = (ckpt["args"]["optimizer"], len(ckpt["optimizer_state"]))
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
             raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
                              "--optimizer and --num-workers it was trained with")
@@ -448,10 +460,6 @@ def load_checkpoint(path):
         raise UsageError(f"{path} is not a checkpoint or model file written by this project")
     if ckpt.get("script") != SCRIPT:
         raise UsageError(f"{path} was written by {ckpt.get('script')}, not {SCRIPT}")
-    if "square_avg" in ckpt:  # written before --optimizer existed: shared RMSProp's statistics
-        ckpt["optimizer_state"] = ckpt.pop("square_avg").reshape(1, -1)
-    if "target_version" in ckpt:  # written when theta^-'s refreshes were counted in intervals
-        ckpt["target_step"] = ckpt.pop("target_version") * ckpt["args"]["target_update_interval"]
     return ckpt
 
 
@@ -714,17 +722,14 @@ def train(args, ckpt, sources):
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's weights came with build_model
-        shared.optimizer.state.copy_(ckpt["optimizer_state"])
-        shared.target_params.copy_(ckpt["target_params"])
-        shared.step_counts[-1], shared.target_step.value = ckpt["global_step"], ckpt["target_step"]
+        shared.load_state_dict(ckpt)
     start = time.time() - (ckpt["seconds"] if ckpt else 0.0)
 
     def checkpoint(name):  # checkpoint.pt: all a resume needs; model.pt: the weights
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state.update(optimizer_state=shared.optimizer.state.clone(), target_params=shared.target_params.clone(),
-                         target_step=shared.target_step.value)
+            state |= shared.state_dict()
         save_atomic(state, os.path.join(run_dir, name))
 
     progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start)

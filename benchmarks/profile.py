@@ -128,7 +128,8 @@ def main():
                                                                             "sync", "refresh_target"))) / run["steps"]
                                  for run in runs]
     per_step = float(np.median([run["loop"] / run["steps"] for run in runs]))
-    result = {"script": options.script, "env_id": options.env_id, "steps": options.steps, "repeats": options.repeats,
+    result = {"script": options.script, "env_id": options.env_id, "command_line": sys.argv[1:], "steps": options.steps,
+              "repeats": options.repeats,
               "ms_per_step": 1000 * per_step, "steps_per_second": 1 / per_step,
               "stages": {stage: {"ms_per_step": 1000 * float(np.median(times)),
                                  "share": float(np.median(times)) / per_step} for stage, times in table.items()}}

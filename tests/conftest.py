@@ -5,6 +5,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import a3c  # noqa: E402
+import async_nstep_q  # noqa: E402
+import async_one_step_q  # noqa: E402
+import async_sarsa  # noqa: E402
+
+MODULES = (a3c, async_nstep_q, async_one_step_q, async_sarsa)  # the four scripts, imported
+SCRIPTS = tuple(module.SCRIPT for module in MODULES)  # and their file names, as a user runs them
+VALUE_BASED = MODULES[1:]
+
 
 # The learning tests' seed: 1, as CI runs them; benchmarks/learning_tests.py --seeds sets others to measure the spread.
 LEARNING_SEED = os.environ.get("LEARNING_TEST_SEED", "1")

@@ -14,8 +14,10 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from conftest import SCRIPTS  # tests/ is this script's directory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py")
+
 VALUE_BASED = SCRIPTS[1:]
 COPIED = (*SCRIPTS, "common.py", "tests", "pyproject.toml")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import a3c as a3c_module
-from conftest import ROOT, parsed, used_run_dir
+from conftest import ROOT, parsed
 
 RUN_FILES = {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"}
 
@@ -150,40 +150,6 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path, monkey
 def main_with_flags(monkeypatch, *flags):
     monkeypatch.setattr(sys, "argv", ["a3c.py", *flags])
     return a3c_module.main()
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--env-id", "CartPole-v7"], "CartPole-v1"),
-    (["--env-id", "tests.custom_envs:CartPoleMultiDiscrete-v1"], "action space"),
-    (["--env-id", "tests.missing_module:CartPole-v1"], "tests.missing_module"),
-    (["--env-id", "FrozenLake-v1"], "observation space"),
-    (["--env-id", "PongNoFrameskip-v4", "--normalize-obs"], "--normalize-obs"),
-    (["--num-workers", "0"], "--num-workers"),
-    (["--total-timesteps", "-5"], "--total-timesteps"),
-    (["--learning-rate", "0"], "--learning-rate"),
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--eval-only"], "--checkpoint"),
-    (["--eval-only", "--checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
-    (["--resume", "CORRUPT"], "cannot read checkpoint"),
-    (["--run-dir", "/proc/forbidden/run"], "run directory"),
-    (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
-    (["--seed", "-3"], "--seed must be an integer from 0 to 2**63 - 1, got -3"),
-    (["--eval-only", "--checkpoint", "README.md"], "README.md: it is not a model.pt or checkpoint.pt of a3c.py"),
-    (["--env-id", "tests.custom_envs:ImageBoxActions-v0"], "has observations of shape (96, 96, 3)"),
-    (["--env-id", "tests.custom_envs:ImageBoxActions-v0", "--no-normalize-obs"], "has observations of shape"),
-    (["--env-id", "ALE/Pong-v5", "--normalize-obs"], "--normalize-obs is for vector observations"),
-])
-def test_bad_input_is_a_usage_error(flags, message, tmp_path, monkeypatch):
-    """In-process for speed (each subprocess imports torch); the next test checks what the user sees."""
-    flags = [str(tmp_path / "checkpoint.pt") if flag == "CORRUPT" else flag for flag in flags]
-    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "README.md").write_text("# not a checkpoint\n")
-    used_run_dir(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(a3c_module.UsageError, match=re.escape(message)) as refused:  # the last repeated flag wins
-        main_with_flags(monkeypatch, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags)
-    assert "weights_only" not in str(refused.value)  # torch's advice to load a file unsafely is not passed on
-    assert not (tmp_path / "runs").exists()  # refused before it made a run directory
 
 
 def test_an_error_about_a_flag_the_preset_set_names_the_preset(monkeypatch, tmp_path):

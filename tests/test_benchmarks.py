@@ -263,8 +263,7 @@ def test_profile_splits_a_workers_time_into_its_stages(tmp_path, script):
     assert ("target refresh" in stages) == (script != "a3c.py")
     assert sum(stage["share"] for stage in stages.values()) == pytest.approx(1.0)  # the stages tile the loop
     assert all(stage["ms_per_step"] > 0 for stage in stages.values())
-    # the value-based script acts with its final epsilon, so its network picks most actions: acting costs more than
-    # the env's step (at epsilon 1 it would be a random draw, a fraction of it)
-    assert stages["acting (forward pass, sampling)"]["ms_per_step"] > stages["env.step (emulator, preprocessing)"][
-        "ms_per_step"]
+    # the value-based script acts with its final epsilon, so that its network picks most actions (at epsilon 1 its
+    # acting would be a random draw); a3c.py has no epsilon. (Not a comparison of times: under load they cross.)
+    assert (["--epsilon-anneal-steps", "1"] == profile["command_line"][-2:]) == (script != "a3c.py")
     assert profile["ms_per_step"] * profile["steps_per_second"] == pytest.approx(1000)

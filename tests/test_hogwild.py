@@ -26,7 +26,7 @@ def test_worker_process_updates_parents_shared_parameters_and_statistics():
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0
-    assert step_counts[0] >= 20 and step_counts[1] == 0  # the worker counted its steps in its own slot
+    assert len(step_counts) == 1 and step_counts[0] >= 20  # the worker counted its steps in its own slot
     assert not torch.equal(params, before)  # theta moved in the parent's memory
     assert torch.count_nonzero(optimizer.state) > 0.9 * params.numel()  # so did the shared g
     # and so did the observation statistics: one count per training observation, on top of the prior one

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import a3c
-import async_nstep_q
-import async_one_step_q
-import async_sarsa
 from common import rmsprop_update
-from conftest import ROOT
+from conftest import MODULES, ROOT
 
-MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
 
 
 def checkpoint_size(checkpoint):
@@ -30,7 +25,7 @@ def test_per_worker_rmsprop_keeps_one_g_per_worker_and_steps_the_shared_theta(mo
     theta = {}
     for rows in (1, 2):  # shared_rmsprop, then rmsprop with 2 workers
         params = torch.zeros(2)
-        optimizer = module.SharedRMSprop(params, alpha=0.5, eps=0.1, rows=rows)
+        optimizer = module.SharedRMSprop(params, alpha=0.5, eps=0.1, per_worker=rows == 2, num_workers=2)
         optimizer.step(torch.tensor(g0, dtype=torch.float32), lr=0.1, rank=0)
         optimizer.step(torch.tensor(g1, dtype=torch.float32), lr=0.1, rank=1)
         theta[rows] = params.numpy().copy()
@@ -48,7 +43,7 @@ def test_per_worker_rmsprop_keeps_one_g_per_worker_and_steps_the_shared_theta(mo
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
 def test_momentum_sgd_keeps_one_momentum_per_worker(module):
     params = torch.zeros(2)
-    optimizer = module.MomentumSGD(params, momentum=0.5, rows=2)
+    optimizer = module.MomentumSGD(params, momentum=0.5, num_workers=2)
     assert optimizer.state.is_shared()  # so that checkpoint.pt can hold it
     grad = torch.tensor([1.0, -2.0])
     optimizer.step(grad, lr=0.1, rank=0)  # m0 = 0.5 * grad = [0.5, -1]; theta = -0.1 * m0
@@ -100,7 +95,7 @@ def test_rmsprop_and_momentum_weigh_the_past_by_their_own_coefficient_not_its_co
     torch.testing.assert_close(rmsprop.state[0], g2)
     torch.testing.assert_close(params, -0.1 * grad1 / (g1 + 0.01).sqrt() - 0.1 * grad2 / (g2 + 0.01).sqrt())
     params = torch.zeros(2)
-    momentum = module.MomentumSGD(params, momentum=0.9, rows=1)
+    momentum = module.MomentumSGD(params, momentum=0.9, num_workers=1)
     momentum.step(grad1, lr=0.1, rank=0)
     momentum.step(grad2, lr=0.1, rank=0)
     m1 = 0.1 * grad1  # m <- momentum m + (1 - momentum) grad

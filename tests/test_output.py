@@ -13,12 +13,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import a3c
-import async_nstep_q
-import async_one_step_q
 import async_sarsa
-from conftest import ROOT
+from conftest import MODULES, ROOT
 
-MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
 
 
 def help_text(module, monkeypatch, capsys, *flags):

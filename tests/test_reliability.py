@@ -6,7 +6,6 @@ import csv
 import importlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +15,8 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, used_run_dir
+from conftest import ROOT, SCRIPTS
 
-SCRIPTS = ["a3c.py", "async_nstep_q.py", "async_one_step_q.py", "async_sarsa.py"]
 FAULTY = "tests.custom_envs:"  # the faulty CartPoles of tests/custom_envs.py
 
 
@@ -183,45 +181,6 @@ def test_persistent_non_finite_updates_stop_the_run_with_exit_1(tmp_path, script
     assert "last good checkpoint" in last_lines[1]
     assert not (run.run_dir / "checkpoint.pt").exists()  # none was written before it went bad
     run.assert_no_process_left()
-
-
-@pytest.mark.parametrize("script", SCRIPTS[1:])  # a3c.py's list is in test_a3c_script.py
-@pytest.mark.parametrize("flags, message", [
-    (["--env-id", "CartPole-v7"], "CartPole-v1"),  # a close id is suggested
-    (["--env-id", "MountainCarContinuous-v0"], "a3c.py"),
-    (["--num-workers", "0"], "--num-workers"),
-    (["--total-timesteps", "-5"], "--total-timesteps"),
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--max-worker-restarts", "-1"], "--max-worker-restarts"),
-    (["--resume", "missing.pt"], "missing.pt"),
-    (["--resume", "corrupt.pt"], "cannot read checkpoint"),
-    (["--resume", "a3c.pt"], "written by a3c.py, not"),
-    (["--resume", "acrobot.pt", "--env-id", "CartPole-v1"], "is for Acrobot-v1, not CartPole-v1"),
-    (["--resume", "other_shape.pt"], "does not fit this network"),
-    (["--run-dir", "/proc/forbidden/run"], "run directory"),
-    (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
-    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
-    (["--seed", str(2**63)], "--seed must be an integer from 0"),
-    (["--eval-only", "--checkpoint", "README.md"], "README.md: it is not a model.pt or checkpoint.pt of async_"),
-    (["--env-id", "tests.custom_envs:ImageDiscreteActions-v0"], "has observations of shape (96, 96, 3)"),
-])
-def test_bad_input_is_a_usage_error(tmp_path, monkeypatch, script, flags, message):
-    """In-process for speed: `__main__` turns a UsageError into one line and exit 2, as the
-    subprocess tests of a3c.py and test_a_box_action_space_points_to_a3c check."""
-    module = importlib.import_module(script[:-3])
-    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
-    used_run_dir(tmp_path)
-    fake = {"args": {"env_id": "Acrobot-v1"}, "model": {}, "square_avg": torch.zeros(1), "global_step": 0}
-    torch.save({**fake, "script": "a3c.py"}, tmp_path / "a3c.pt")
-    torch.save({**fake, "script": script}, tmp_path / "acrobot.pt")
-    torch.save({**fake, "script": script, "args": {"env_id": "CartPole-v1"}}, tmp_path / "other_shape.pt")
-    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path)  # a file, but no checkpoint
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [script, "--env-id", "CartPole-v1", "--total-timesteps", "100", *flags])
-    with pytest.raises(module.UsageError, match=re.escape(message)) as refused:
-        module.main()
-    assert "weights_only" not in str(refused.value)  # torch's advice to load a file unsafely is not passed on
-    assert not (tmp_path / "runs").exists()  # refused before it made a run directory
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -10,12 +10,8 @@ import pytest
 import torch
 
 import a3c
-import async_nstep_q
-import async_one_step_q
-import async_sarsa
-from conftest import ROOT
+from conftest import MODULES, ROOT
 
-MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)

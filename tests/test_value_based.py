@@ -16,11 +16,10 @@ import async_nstep_q as nq
 import async_one_step_q as oq
 import async_sarsa as sarsa
 from common import make_env
-from conftest import ROOT, parsed
+from conftest import ROOT, VALUE_BASED, parsed
 from test_segments import Recorder
 
 CTX = mp.get_context("spawn")
-SCRIPTS = [nq, oq, sarsa]
 
 
 def test_n_step_targets_bootstrap_from_the_max_of_the_target_network():
@@ -62,7 +61,7 @@ def test_sarsa_target_uses_the_action_taken_next_not_the_max():
     np.testing.assert_allclose(terminal, [1.0 + 0.5 * 4.0, 3.0])
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_the_workers_final_epsilons_span_the_papers_distribution(script):
     def finals(n):
         return [script.epsilon_final_for(rank, n) for rank in range(n)]
@@ -75,7 +74,7 @@ def test_the_workers_final_epsilons_span_the_papers_distribution(script):
         assert np.mean(many == value) == pytest.approx(probability, abs=1e-3)
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_act_is_greedy_with_probability_one_minus_epsilon_else_uniform(script):
     model = script.QNetwork(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), 4, script.Args())
     with torch.no_grad():
@@ -89,7 +88,7 @@ def test_act_is_greedy_with_probability_one_minus_epsilon_else_uniform(script):
         np.testing.assert_allclose(counts, [others, others, greedy_share, others], atol=0.02)
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_epsilon_anneals_linearly_from_one_then_stays(script):
     assert script.epsilon_at(0, 0.1, 1000) == 1.0
     assert script.epsilon_at(500, 0.1, 1000) == pytest.approx(0.55)
@@ -111,7 +110,7 @@ def race_to_refresh(refresh_target, shared_params, target_params, target_step, g
                 refreshes.value += 1
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(script):
     shared_params, target_params = torch.zeros(1000).share_memory_(), torch.zeros(1000).share_memory_()
     target_step, global_step, refreshes = CTX.Value("q", 0), CTX.Value("q", 0), CTX.Value("q", 0)
@@ -130,7 +129,7 @@ def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(
     assert target_params[0] >= 2300  # the last copy came from the last interval
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_the_target_network_refreshes_at_the_next_boundary_of_a_new_interval(script):
     # 3,000 steps with I_target 100, resumed with 1,000: refreshes are due at 4,000, 5,000, ...
     shared_params, target_params, target_step = torch.ones(3), torch.zeros(3), CTX.Value("q", 3000)
@@ -143,13 +142,6 @@ def test_the_target_network_refreshes_at_the_next_boundary_of_a_new_interval(scr
     assert script.refresh_target(target_params, shared_params, target_step, 4205, 300) and target_step.value == 4200
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
-def test_a_checkpoint_that_counted_refreshes_in_intervals_resumes_in_steps(script, tmp_path):
-    torch.save({"script": script.SCRIPT, "args": {"env_id": "CartPole-v1", "target_update_interval": 100},
-                "model": {}, "global_step": 3050, "target_version": 30}, tmp_path / "old.pt")
-    assert script.load_checkpoint(tmp_path / "old.pt")["target_step"] == 3000
-
-
 def draws_of_default_rng(seed, count):
     """The actions of an all-random epsilon-greedy policy (one uniform draw, then the action) that draws from
     np.random.default_rng(seed), the stream env.reset(seed=seed) gives the env: what exploration must not be."""
@@ -157,7 +149,7 @@ def draws_of_default_rng(seed, count):
     return [(rng.random(), int(rng.integers(2)))[1] for _ in range(count)]
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_the_evaluation_explores_with_a_stream_apart_from_the_envs(script):
     env = Recorder(make_env("CartPole-v1", training=False))
     model = script.QNetwork(env.observation_space, 2, script.Args())
@@ -167,7 +159,7 @@ def test_the_evaluation_explores_with_a_stream_apart_from_the_envs(script):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_a_worker_explores_with_a_stream_apart_from_its_envs(script, tmp_path):
     record = tmp_path / "record.json"
     result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), "--env-id",
@@ -184,7 +176,7 @@ def test_a_worker_explores_with_a_stream_apart_from_its_envs(script, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_a_run_resumed_with_a_longer_target_interval_still_refreshes_its_target(script, tmp_path):
     def run(*flags):
         result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), *flags], capture_output=True,
@@ -200,14 +192,14 @@ def test_a_run_resumed_with_a_longer_target_interval_still_refreshes_its_target(
     assert after["target_step"] == 8000 and not torch.equal(after["target_params"], before["target_params"])
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_a_box_action_space_points_to_a3c(script):
     result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), "--env-id", "Pendulum-v1"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "a3c.py" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_papers_values(script, monkeypatch):
     preset = script.PRESETS["vector"]
     args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1")
@@ -222,7 +214,7 @@ def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_pape
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.SCRIPT)
+@pytest.mark.parametrize("module", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # resume: test_reliability.py
     script = os.path.join(ROOT, module.SCRIPT)
     run = subprocess.run([sys.executable, script, "--env-id", "PongNoFrameskip-v4", "--num-workers", "2",

@@ -7,12 +7,9 @@ import pytest
 import torch.multiprocessing as mp
 
 import a3c
-import async_nstep_q
-import async_one_step_q
-import async_sarsa
+from conftest import MODULES
 from test_segments import Outbox
 
-MODULES = [a3c, async_nstep_q, async_one_step_q, async_sarsa]
 
 
 def run_worker(module, monkeypatch, **overrides):

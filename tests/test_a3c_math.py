@@ -1,11 +1,10 @@
-"""The math of a3c.py with hand-worked numbers: returns, the shared RMSProp step, the loss plumbing."""
+"""The math of a3c.py with hand-worked numbers: returns, the shared RMSProp step, the loss, sampling."""
 
 import numpy as np
 import pytest
 import torch
 
 from a3c import SharedRMSprop, actor_critic_loss, n_step_returns, sample_action
-from common import flatten_parameters
 
 
 def test_actor_critic_loss_by_hand():
@@ -59,17 +58,6 @@ def test_shared_rmsprop_step_matches_hand_computation():
     optimizer.step(grad, lr=0.01, rank=0)  # second step: g = 0.9 * g + 0.1 * grad^2
     np.testing.assert_allclose(optimizer.state[0], [0.76, 0.0, 0.19], rtol=1e-6)
     np.testing.assert_allclose(params[0], expected[0] - 0.01 * 2 / np.sqrt(0.86), rtol=1e-6)
-
-
-def test_flat_parameters_are_views_that_gradients_accumulate_into():
-    model = torch.nn.Linear(3, 2)
-    params, grads = flatten_parameters(model)
-    assert params.numel() == 8
-    params.fill_(0.5)
-    assert torch.all(model.weight == 0.5) and torch.all(model.bias == 0.5)
-    model(torch.ones(1, 3)).sum().backward()
-    # d(sum W x + b)/dW = x = 1, /db = 1: the flat buffer holds the gradient, no copy needed.
-    torch.testing.assert_close(grads, torch.ones(8))
 
 
 def test_sampled_actions_follow_the_softmax():

@@ -1,4 +1,5 @@
-"""common.py's Atari preprocessing against a scripted emulator, and make_env on the real ones."""
+"""common.py: the Atari preprocessing against a scripted emulator, make_env on the real ones, and the network
+building blocks (flat parameters, the trunk's initialisation and frame standardisation)."""
 
 import gymnasium as gym
 import numpy as np
@@ -272,3 +273,14 @@ def test_standardized_frames_reach_every_worker_and_are_never_trained():
     after = torch.cat([local.body.trunk[0].scale.view(1), local.body.trunk[0].offset.view(-1)])
     torch.testing.assert_close(after, statistics, rtol=0, atol=0)
     assert not torch.equal(params, shared_params)  # the trained weights did move
+
+
+def test_flat_parameters_are_views_that_gradients_accumulate_into():
+    model = torch.nn.Linear(3, 2)
+    params, grads = flatten_parameters(model)
+    assert params.numel() == 8
+    params.fill_(0.5)
+    assert torch.all(model.weight == 0.5) and torch.all(model.bias == 0.5)
+    model(torch.ones(1, 3)).sum().backward()
+    # d(sum W x + b)/dW = x = 1, /db = 1: the flat buffer holds the gradient, no copy needed.
+    torch.testing.assert_close(grads, torch.ones(8))

@@ -267,3 +267,17 @@ def test_profile_splits_a_workers_time_into_its_stages(tmp_path, script):
     # acting would be a random draw); a3c.py has no epsilon. (Not a comparison of times: under load they cross.)
     assert (["--epsilon-anneal-steps", "1"] == profile["command_line"][-2:]) == (script != "a3c.py")
     assert profile["ms_per_step"] * profile["steps_per_second"] == pytest.approx(1000)
+
+
+def test_stop_at_step_stops_a_run_after_the_evaluation_it_waits_for_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "stop_at_step.py"), "--step", "3000", "--poll", "0.2",
+               "--", sys.executable, os.path.join(ROOT, "a3c.py"), "--env-id", "CartPole-v1", "--num-workers", "1",
+               "--total-timesteps", "100000000", "--eval-interval", "1000", "--eval-episodes", "2",
+               "--log-interval", "0.3", "--run-dir", str(run_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 130, result.stderr[-2000:]  # stopped as Ctrl-C stops it, not run to its budget
+    steps, _, _ = read_curve(str(run_dir / "progress.csv"), "sps")
+    evaluated, _, _ = read_curve(str(run_dir / "progress.csv"), "eval_return_mean")
+    assert max(evaluated) >= 3000 and steps[-1] < 100_000  # the awaited evaluation came, and it stopped soon after
+    assert (run_dir / "checkpoint.pt").exists()

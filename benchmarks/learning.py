@@ -48,11 +48,12 @@ def read_curve(progress_csv, column="episodic_return"):
     step is the one whose weights were evaluated (eval_global_step), not the later one at which its row was written.
 
     A resumed run appends to progress.csv from its last checkpoint, so the steps after that
-    checkpoint appear twice: the rows the interrupted run wrote past it are dropped."""
+    checkpoint appear twice: the rows the interrupted run wrote past it are dropped. Rows of one step are all
+    kept (at the end of a run, a periodic evaluation's row and the final evaluation's share the last step)."""
     rows = []
     with open(progress_csv) as f:
         for row in csv.DictReader(f):
-            while rows and int(rows[-1]["global_step"]) >= int(row["global_step"]) > 0:
+            while rows and int(rows[-1]["global_step"]) > int(row["global_step"]) > 0:
                 rows.pop()
             rows.append(row)
     rows = [row for row in rows if row.get(column)]

@@ -68,6 +68,10 @@ def test_an_evaluation_curve_is_read_at_the_step_of_the_weights_evaluated(tmp_pa
     assert reached(tmp_path / "progress.csv", 195, "eval_return_mean") == (3.0, 2000)
     (tmp_path / "old.csv").write_text("global_step,seconds,eval_return_mean\n900,1.0,180\n")  # before the column
     assert read_curve(tmp_path / "old.csv", "eval_return_mean")[0].tolist() == [900]
+    # the end of a run: a periodic evaluation's row, then the final evaluation's, both at the last step
+    (tmp_path / "end.csv").write_text("global_step,seconds,eval_global_step,eval_return_mean\n"
+                                      "513555,484.2,500017,19.1\n513555,484.2,513555,18.4\n")
+    assert read_curve(tmp_path / "end.csv", "eval_return_mean")[2].tolist() == [19.1, 18.4]
 
 
 def test_an_atari_run_reads_as_its_game_final_and_best_evaluation_frames_and_hours(tmp_path):

@@ -1,5 +1,6 @@
-"""The screening table: training return and policy entropy per window of global steps, and the
-first window whose mean reaches each milestone, for one or more runs.
+"""The screening table: training return per window of global steps with what each script logs of its
+exploration (a3c.py: the policy's entropy; the value-based scripts: the workers' mean epsilon and the mean
+Q-value), and the first window whose mean reaches each milestone, for one or more runs.
 
     python benchmarks/screen.py benchmarks/results/pong/screen/*
 
@@ -29,6 +30,9 @@ class Args:
     """report the first window whose mean training return reaches each of these"""
 
 
+DIAGNOSTICS = ("entropy", "epsilon", "q_values")  # progress.csv columns shown per window where a run has them
+
+
 def windows(steps, values, window):
     """{window start: mean of the values logged in [start, start + window)}"""
     starts = (steps // window).astype(int) * window
@@ -43,15 +47,14 @@ def main(args):
     for run_dir in args.run_dirs:
         path = os.path.join(run_dir, "progress.csv")
         steps, _, returns = read_curve(path, "episodic_return")
-        entropy = dict(zip(*read_curve(path, "entropy")[::2], strict=True))
         returns_by_window = windows(steps, returns, args.window)
-        entropy_steps = np.array(sorted(entropy))
-        entropy_by_window = windows(entropy_steps, np.array([entropy[s] for s in entropy_steps]), args.window)
+        logged = {column: windows(*read_curve(path, column)[::2], args.window) for column in DIAGNOSTICS}
+        logged = {column: means for column, means in logged.items() if means}  # the columns this script logs
         evaluations = list(zip(*read_curve(path, "eval_return_mean")[::2], strict=True))
         print(f"{run_dir}: {int(steps[-1]) if len(steps) else 0} steps")
         for start, mean in returns_by_window.items():
-            window_entropy = entropy_by_window.get(start, float("nan"))
-            print(f"  {start / 1e6:5.2f}M  return {mean:7.2f}  entropy {window_entropy:.3f}")
+            print(f"  {start / 1e6:5.2f}M  return {mean:7.2f}" + "".join(
+                f"  {column} {means.get(start, float('nan')):.3f}" for column, means in logged.items()))
         reached = {m: first_window_reaching(returns_by_window, m) for m in args.milestones}
         print("  first window reaching " + ", ".join(
             f"{m:g}: {'-' if s is None else f'{s / 1e6:.1f}M'}" for m, s in reached.items()))

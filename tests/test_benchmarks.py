@@ -16,7 +16,9 @@ from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
 from robustness import learning_rate, summarize  # noqa: E402
+from screen import Args as ScreenArgs  # noqa: E402
 from screen import first_window_reaching, windows  # noqa: E402
+from screen import main as screen  # noqa: E402
 from speedup import any_row_reaches, median, reached  # noqa: E402
 
 
@@ -122,6 +124,17 @@ def test_screening_windows_average_rows_per_window_and_find_the_first_milestone(
     means = windows(steps, returns, 100_000)
     assert means == {0: -20.0, 100_000: -12.0, 200_000: -3.0}
     assert first_window_reaching(means, -10.0) == 200_000 and first_window_reaching(means, 18.0) is None
+
+
+def test_screening_shows_each_scripts_own_exploration_columns(tmp_path, capsys):
+    """a3c.py's runs show the entropy per window, the value-based scripts' the epsilon and the mean Q-value."""
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "progress.csv").write_text("global_step,seconds,episodic_return,epsilon,q_values,"
+                                                 "eval_return_mean\n1000,1.0,-21,0.9,0.1,\n2000,2.0,-19,0.7,0.3,-20\n")
+    screen(ScreenArgs(run_dirs=(str(tmp_path / "q"),), window=100_000))
+    out = capsys.readouterr().out
+    assert "return  -20.00  epsilon 0.800  q_values 0.200" in out and "entropy" not in out
+    assert "evaluations 0.00M: -20.0" in out
 
 
 def test_robustness_rates_are_log_uniform_and_a_function_of_the_run_alone():

@@ -83,6 +83,9 @@ for script in VALUE_BASED:
          ["tests/test_value_based.py"]),
         (f"{script}: theta^- refreshed by a count of intervals", script, "due = global_step // interval * interval",
          "due = global_step // interval", ["tests/test_value_based.py"]),
+        (f"{script}: the Atari preset keeps the paper's 1M-step epsilon schedule", script,
+         "epsilon_anneal_steps=250_000, standardize_frames=True", "standardize_frames=True",
+         ["tests/test_value_based.py"]),
     ]
 for script in SCRIPTS:
     MUTANTS += [

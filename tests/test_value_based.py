@@ -200,7 +200,7 @@ def test_a_box_action_space_points_to_a3c(script):
 
 
 @pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
-def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_papers_values(script, monkeypatch):
+def test_each_familys_preset_is_the_default_and_a_given_flag_wins(script, monkeypatch):
     preset = script.PRESETS["vector"]
     args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1")
     assert {name: getattr(args, name) for name in preset} == preset
@@ -209,8 +209,13 @@ def test_vector_preset_is_the_default_and_a_given_flag_wins_atari_keeps_the_pape
     args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1", "--target-update-interval", "77")
     assert args.target_update_interval == 77 and sources["target_update_interval"] == "command line"
     assert args.learning_rate == preset["learning_rate"] and sources["learning_rate"] == "vector preset"
+    atari = script.PRESETS["atari"]  # standardised frames and a short epsilon schedule (docs/atari.md)
     args, sources = parsed(script, monkeypatch, "--env-id", "PongNoFrameskip-v4")
-    assert args == script.Args(num_workers=args.num_workers) and sources["learning_rate"] == "default"
+    assert args == script.Args(num_workers=args.num_workers, **atari)
+    assert args.standardize_frames and args.epsilon_anneal_steps < script.Args.epsilon_anneal_steps
+    assert {name for name, source in sources.items() if source == "atari preset"} == set(atari)
+    args, sources = parsed(script, monkeypatch, "--env-id", "PongNoFrameskip-v4", "--no-standardize-frames")
+    assert not args.standardize_frames and sources["standardize_frames"] == "command line"
 
 
 @pytest.mark.slow

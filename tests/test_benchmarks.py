@@ -16,9 +16,7 @@ from human_normalized import game_of, human_normalized  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
 from robustness import learning_rate, summarize  # noqa: E402
-from screen import Args as ScreenArgs  # noqa: E402
-from screen import first_window_reaching, windows  # noqa: E402
-from screen import main as screen  # noqa: E402
+from screen import Args as ScreenArgs, first_window_reaching, windows, main as screen  # noqa: E402
 from speedup import any_row_reaches, median, reached  # noqa: E402
 
 

@@ -125,7 +125,7 @@ class Shared:
 
     def __init__(self, model, args, ctx):
         self.params = flatten_parameters(model)[0].share_memory_()
-        self.target_params, self.target_step = self.params.clone().share_memory_(), ctx.Value("q", 0)
+        self.target_params, self.target_step = self.params.clone().share_memory_(), ctx.RawValue("q", 0)
         per_worker = args.optimizer != "shared_rmsprop"  # statistics kept per worker, or one set for all
         self.optimizer = (MomentumSGD(self.params, args.momentum, args.num_workers) if args.optimizer == "momentum_sgd"
                           else SharedRMSprop(self.params, args.rms_alpha, args.rms_eps, per_worker, args.num_workers))
@@ -157,20 +157,16 @@ class Shared:
 
 
 def refresh_target(target_params, shared_params, target_step, global_step, interval):
-    """theta^- <- theta once per `interval` global steps, by the first worker to cross the boundary. target_step
-    holds the boundary last crossed, as a step (not a count of intervals), so that a run resumed with another
-    interval refreshes at its next boundary. The check is repeated under target_step's lock so that two workers
-    crossing one boundary copy only once. The lock covers the check alone, not the copy: held that briefly, it is
-    all but never held by a worker that gets killed, which would leave the others waiting for it forever. True if it
+    """theta^- <- theta once per `interval` global steps. Worker 0 alone calls it, after each of its segments: with
+    one writer, target_step needs no lock (Shared). It holds the boundary last crossed, as a step (not a count of
+    intervals), so that a run resumed with another interval refreshes at its next boundary, and is written after the
+    copy, so that a worker killed while copying leaves the refresh to the worker restarted in its place. True if it
     copied."""
     due = global_step // interval * interval
     if due <= target_step.value:
         return False
-    with target_step.get_lock():
-        if due <= target_step.value:
-            return False
-        target_step.value = due
     target_params.copy_(shared_params)
+    target_step.value = due
     return True
 
 
@@ -255,8 +251,8 @@ def worker(rank, seed, args, shared, messages):
         skips_in_a_row = 0 if applied else skips_in_a_row + 1
         if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
             raise FloatingPointError(f"{skips_in_a_row} updates in a row had a non-finite loss or gradient")
-        refresh_target(shared.target_params, shared.params, shared.target_step, step,
-                       args.target_update_interval)  # if T mod I_target == 0: theta^- <- theta
+        if rank == 0:  # if T mod I_target == 0: theta^- <- theta (one writer: refresh_target)
+            refresh_target(shared.target_params, shared.params, shared.target_step, step, args.target_update_interval)
         if time.time() - last_report > 2.0:
             messages.send(("losses", dict(stats)))
             messages.send(("epsilon", epsilon))

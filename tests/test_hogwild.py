@@ -3,11 +3,13 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 import a3c
 from common import flatten_parameters, make_env
+from conftest import MODULES
 
 CTX = mp.get_context("spawn")
 
@@ -63,3 +65,13 @@ def test_consecutive_updates_apply_their_own_gradient_not_a_stale_or_summed_one(
     theta2 = theta1 - 0.1 * g2 / np.sqrt(square_avg2 + 0.1)
     np.testing.assert_allclose(optimizer.state[0].numpy(), square_avg2, rtol=1e-5)
     np.testing.assert_allclose(params.numpy(), theta2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_what_the_processes_share_holds_no_lock_a_killed_worker_could_keep(module):
+    # A worker SIGKILLed while holding a lock (a synchronized Value's, even for a read) would leave the others and
+    # the main process waiting for it forever; tests/test_reliability.py kills workers at random moments.
+    args = module.Args(env_id="CartPole-v1", num_workers=2)
+    shared = module.Shared(module.build_model(args), args, CTX)
+    shared_objects = {**vars(shared), **{f"optimizer.{name}": value for name, value in vars(shared.optimizer).items()}}
+    assert [name for name, value in shared_objects.items() if hasattr(value, "get_lock")] == []

@@ -96,43 +96,22 @@ def test_epsilon_anneals_linearly_from_one_then_stays(script):
     assert script.epsilon_at(5000, 0.01, 1000) == pytest.approx(0.01)
 
 
-def race_to_refresh(refresh_target, shared_params, target_params, target_step, global_step, refreshes, start,
-                    interval):
-    """Child: advance the shared step in small increments, changing theta and trying to refresh each time."""
-    start.wait()
-    for _ in range(400):
-        with global_step.get_lock():
-            global_step.value += 3
-            step = global_step.value
-        shared_params.fill_(float(step))
-        if refresh_target(target_params, shared_params, target_step, step, interval):
-            with refreshes.get_lock():
-                refreshes.value += 1
-
-
 @pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
-def test_target_network_is_refreshed_once_per_interval_under_concurrent_workers(script):
-    shared_params, target_params = torch.zeros(1000).share_memory_(), torch.zeros(1000).share_memory_()
-    target_step, global_step, refreshes = CTX.Value("q", 0), CTX.Value("q", 0), CTX.Value("q", 0)
-    start = CTX.Event()
-    children = [CTX.Process(target=race_to_refresh, args=(script.refresh_target, shared_params, target_params,
-                                                          target_step, global_step, refreshes, start, 100))
-                for _ in range(2)]
-    for child in children:
-        child.start()
-    start.set()
-    for child in children:
-        child.join(timeout=60)
-        assert child.exitcode == 0
-    assert global_step.value == 2400
-    assert target_step.value == 2400 and refreshes.value == 24  # one copy per boundary, never two
-    assert target_params[0] >= 2300  # the last copy came from the last interval
+def test_a_refresh_cut_short_in_its_copy_is_left_to_the_next_try(script):
+    # A copy that raises stands for a worker killed while copying: the boundary stays due for its successor.
+    target_step = CTX.RawValue("q", 0)
+    with pytest.raises(RuntimeError):
+        script.refresh_target(torch.zeros(3), torch.ones(4), target_step, 1005, 1000)
+    assert target_step.value == 0
+    target_params = torch.zeros(3)
+    assert script.refresh_target(target_params, torch.ones(3), target_step, 1010, 1000)
+    assert target_step.value == 1000 and torch.equal(target_params, torch.ones(3))
 
 
 @pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_the_target_network_refreshes_at_the_next_boundary_of_a_new_interval(script):
     # 3,000 steps with I_target 100, resumed with 1,000: refreshes are due at 4,000, 5,000, ...
-    shared_params, target_params, target_step = torch.ones(3), torch.zeros(3), CTX.Value("q", 3000)
+    shared_params, target_params, target_step = torch.ones(3), torch.zeros(3), CTX.RawValue("q", 3000)
     assert not script.refresh_target(target_params, shared_params, target_step, 3999, 1000)
     assert script.refresh_target(target_params, shared_params, target_step, 4003, 1000)
     assert target_step.value == 4000 and torch.equal(target_params, shared_params)

@@ -7,15 +7,15 @@ import pytest
 import torch.multiprocessing as mp
 
 import a3c
-from conftest import MODULES
+from conftest import MODULES, VALUE_BASED
 from test_segments import Outbox
 
 
-
-def run_worker(module, monkeypatch, **overrides):
-    """worker(0, ...) of `module` to T_max = 300 steps; returns [(global step, lr) at each update] and the rewards of
-    each segment its loss was computed on."""
-    args = module.Args(env_id="CartPole-v1", num_workers=1, total_timesteps=300, learning_rate=0.01, **overrides)
+def run_worker(module, monkeypatch, rank=0, **overrides):
+    """worker(rank, ...) of `module`, of rank + 1 workers, to T_max = 300 steps; returns [(global step, lr) at each
+    update] and the rewards of each segment its loss was computed on."""
+    args = module.Args(env_id="CartPole-v1", num_workers=rank + 1, total_timesteps=300, learning_rate=0.01,
+                       **overrides)
     shared = module.Shared(module.build_model(args), args, mp.get_context("spawn"))
     updates, rewards, step, segment_loss = [], [], shared.optimizer.step, module.segment_loss
 
@@ -30,7 +30,7 @@ def run_worker(module, monkeypatch, **overrides):
     monkeypatch.setattr(shared.optimizer, "step", recording_step)
     monkeypatch.setattr(module, "segment_loss", recording_loss)
     monkeypatch.setattr(mp, "parent_process", lambda: types.SimpleNamespace(is_alive=lambda: True))  # "the main"
-    module.worker(0, 1, args, shared, Outbox())
+    module.worker(rank, 1, args, shared, Outbox())
     return updates, rewards
 
 
@@ -52,3 +52,14 @@ def test_a3c_worker_trains_on_normalised_rewards_with_normalize_reward(monkeypat
         assert set(seen) == {1.0}  # CartPole's reward, as the env gives it
     else:  # divided by a running std of the discounted return, which grows past 1 within an episode
         assert all(0.0 < reward < 1.0 for reward in seen[20:]) and len(set(seen)) > 10
+
+
+@pytest.mark.parametrize("module", VALUE_BASED, ids=lambda m: m.SCRIPT)
+def test_worker_0_alone_refreshes_the_target_network(module, monkeypatch):
+    # One writer, so that target_step needs no lock that a killed worker could keep (refresh_target).
+    checked = []  # the global steps at which a worker checked for a due refresh
+    monkeypatch.setattr(module, "refresh_target", lambda *target_and_steps: checked.append(target_and_steps[3]))
+    run_worker(module, monkeypatch, rank=1)
+    assert checked == []
+    updates, _ = run_worker(module, monkeypatch, rank=0)
+    assert checked == [step for step, _ in updates]  # after each of its updates

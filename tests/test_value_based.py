@@ -210,7 +210,10 @@ def test_pong_run_writes_every_file_and_eval_only_works(tmp_path, module):  # re
     assert {"config.json", "progress.csv", "checkpoint.pt", "model.pt", "eval.json"} <= files
     assert any(name.startswith("events.out.tfevents") for name in files)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert checkpoint["target_step"] == checkpoint["global_step"] // 200 * 200 >= 600
+    # worker 0 alone refreshes theta^-, after its own segments: the other worker may take the run past a boundary
+    # after worker 0's last check, which leaves that refresh to a resumed run (the one-worker test above is exact)
+    assert checkpoint["target_step"] % 200 == 0 and checkpoint["target_step"] <= checkpoint["global_step"]
+    assert checkpoint["global_step"] >= 600
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert evaluation["env_id"] == "PongNoFrameskip-v4" and evaluation["global_step"] >= 600
     eval_only = subprocess.run([sys.executable, script, "--eval-only", "--checkpoint", str(tmp_path / "model.pt"),

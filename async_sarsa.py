@@ -63,11 +63,14 @@ def act(model, obs, epsilon, rng):
 EPSILON_FINALS, EPSILON_PROBABILITIES = (0.01, 0.1, 0.5), (0.3, 0.4, 0.3)  # Supplement 8
 
 
-def epsilon_final_for(rank, num_workers):
+def epsilon_final_for(rank, num_workers, chosen=()):
     """Each worker explores differently: worker `rank` of N takes the (rank + 1/2) / N quantile of the
     paper's distribution of final epsilons, so that the N workers span it (16 workers: 5 at 0.01, 6 at 0.1,
     5 at 0.5; 2 workers: 0.01 and 0.5). The paper draws each worker's at random, which with few workers can
-    leave them all at 0.5 or all at 0.01; docs/presets.md."""
+    leave them all at 0.5 or all at 0.01; docs/presets.md. `chosen` (--epsilon-finals) replaces the distribution:
+    worker `rank` takes chosen[rank mod its length]."""
+    if chosen:
+        return chosen[rank % len(chosen)]
     quantile = (rank + 0.5) / num_workers
     return EPSILON_FINALS[int(np.searchsorted(np.cumsum(EPSILON_PROBABILITIES), quantile, side="right"))]
 
@@ -238,7 +241,7 @@ def worker(rank, seed, args, shared, messages):
     """One actor-learner of Algorithm 1, Sarsa target, as a process; `seed` is derive_seed(args.seed, rank, restarts).
     Sends its episodes, loss statistics and epsilon on `messages` (child() lists the messages)."""
     torch.manual_seed(seed)
-    rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers)
+    rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers, args.epsilon_finals)
     env = make_env(args.env_id, training=True)
     model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
     params, grads = flatten_parameters(model)
@@ -349,6 +352,7 @@ class Args:
     t_max: int = 5  # I_AsyncUpdate: steps whose gradients a worker accumulates before an update (Algorithm 1)
     target_update_interval: int = 10_000  # I_target: refresh theta^- every this many global steps (40,000 frames)
     epsilon_anneal_steps: int = 1_000_000  # anneal each worker's epsilon from 1 over this many global steps
+    epsilon_finals: tuple[float, ...] = ()  # the workers' final epsilons, in turn (none: the paper's distribution)
     optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
     """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
     with a momentum vector per worker; all step the shared parameters without locks"""
@@ -434,6 +438,8 @@ def parse_args():
         raise UsageError(f"--learning-rate must be a positive number, got {args.learning_rate}")
     if not 0.0 <= args.eval_epsilon <= 1.0:
         raise UsageError(f"--eval-epsilon must be between 0 and 1, got {args.eval_epsilon}")
+    if not all(0.0 <= epsilon <= 1.0 for epsilon in args.epsilon_finals):
+        raise UsageError(f"--epsilon-finals must each be between 0 and 1, got {str(args.epsilon_finals)[1:-1]}")
     return args, ckpt, sources
 
 

@@ -45,6 +45,8 @@ A3C_ONLY = [
 VALUE_BASED_ONLY = [
     (["--env-id", "MountainCarContinuous-v0"], "for continuous control use a3c.py"),
     (["--resume", "other_script.pt"], "written by a3c.py, not"),
+    (["--eval-epsilon", "2"], "--eval-epsilon must be between 0 and 1, got 2.0"),
+    (["--epsilon-finals", "0.1", "2"], "--epsilon-finals must each be between 0 and 1, got 0.1, 2.0"),
 ]
 CASES = [pytest.param(module, flags, message, id=f"{module.SCRIPT}: {' '.join(flags)}")
          for module in MODULES for flags, message in EVERY_SCRIPT + (A3C_ONLY if module.SCRIPT == "a3c.py"

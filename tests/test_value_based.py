@@ -72,6 +72,8 @@ def test_the_workers_final_epsilons_span_the_papers_distribution(script):
     many = np.array(finals(1000))  # the share of each value tends to the paper's probability
     for value, probability in zip((0.1, 0.01, 0.5), (0.4, 0.3, 0.3), strict=True):
         assert np.mean(many == value) == pytest.approx(probability, abs=1e-3)
+    chosen = [script.epsilon_final_for(rank, 5, (0.01, 0.1)) for rank in range(5)]  # --epsilon-finals 0.01 0.1
+    assert chosen == [0.01, 0.1, 0.01, 0.1, 0.01]
 
 
 @pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)

@@ -63,3 +63,15 @@ def test_worker_0_alone_refreshes_the_target_network(module, monkeypatch):
     assert checked == []
     updates, _ = run_worker(module, monkeypatch, rank=0)
     assert checked == [step for step, _ in updates]  # after each of its updates
+
+
+@pytest.mark.parametrize("module", VALUE_BASED, ids=lambda m: m.SCRIPT)
+def test_a_worker_anneals_epsilon_to_its_own_final_value(module, monkeypatch):
+    finals, epsilon_at = [], module.epsilon_at  # the final epsilon of each segment's schedule
+    monkeypatch.setattr(module, "epsilon_at", lambda step, final, steps: finals.append(final) or epsilon_at(
+        step, final, steps))
+    run_worker(module, monkeypatch, rank=1)
+    assert set(finals) == {0.5}  # the second of 2 workers: the upper quantile of the paper's distribution
+    finals.clear()
+    run_worker(module, monkeypatch, rank=1, epsilon_finals=(0.2, 0.3, 0.4))
+    assert set(finals) == {0.3}  # --epsilon-finals 0.2 0.3 0.4: worker 1 takes the second

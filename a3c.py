@@ -5,9 +5,10 @@
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 
-Above the line, what the child processes run: the model, the shared optimizer, what the processes share, the
-worker, the evaluator, and child() around both. Below it, the main process: Args and PRESETS, the run directory,
-supervision of the children, checkpoints and logs.
+First the hyperparameters (Args, and PRESETS per family of environments); then, above the ruled line, what the
+child processes run: the model, the shared optimizer, what the processes share, the worker, the evaluator, and
+child() around both. Below it, the main process: the command line, the run directory, supervision of the
+children, checkpoints and logs.
 """
 
 import csv
@@ -39,6 +40,63 @@ from common import (ObservationNorm, UsageError, env_family, flatten_parameters,
 
 SCRIPT = "a3c.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
+
+
+@dataclass
+class Args:
+    """A3C with Hogwild workers and shared RMSProp. Atari ids get the DQN preprocessing."""
+
+    env_id: str = "PongNoFrameskip-v4"  # gymnasium id; Atari ids (`ALE/Pong-v5` too) get the DQN preprocessing
+    num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """actor-learner processes; the default is one per CPU core this process may use"""
+    total_timesteps: int = 10_000_000  # T_max: env.step calls summed over all workers (one Atari step = 4 frames)
+    seed: int = 1  # fixes the initial weights; each worker's and the evaluation's seeds derive from it
+    learning_rate: float = 7e-4  # initial RMSProp rate, annealed linearly to 0 at T_max (the paper's authors' value)
+    gamma: float = 0.99  # discount
+    t_max: int = 5  # steps per worker segment before an update (Algorithm S3)
+    entropy_coef: float = 0.01  # beta, the entropy bonus weight (Section 4; Supplement 9 used 1e-4 for Box actions)
+    value_coef: float = 0.5  # weight of the value loss (R - V)^2; the paper does not state it
+    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
+    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
+    with a momentum vector per worker; all step the shared parameters without locks"""
+    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
+    rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
+    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
+    max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
+    center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
+    standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
+    network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
+    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations (two with Box actions)
+    lstm: bool = False  # A3C LSTM: an LSTM after the trunk, 256 cells on images, 128 on vectors (Supplements 8-9)
+    state_independent_std: bool = False  # Box: one learned log std per action dimension (not in the paper)
+    normalize_obs: bool = False  # standardise vector observations with running statistics of all workers
+    normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
+    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
+    eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
+    eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
+    eval_greedy: bool = False  # act greedily in evaluation instead of sampling (a greedy policy can get stuck)
+    eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
+    stop_at_eval_return: float | None = None
+    """end the run (checkpoint, final evaluation, exit 0) at the first periodic evaluation whose mean reaches this"""
+    log_interval: float = 5.0  # seconds between rows of progress.csv
+    checkpoint_interval: float = 300.0  # seconds between checkpoints
+    max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1
+    eval_only: bool = False  # evaluate --checkpoint, write eval.json and exit
+    checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
+    resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
+    capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
+
+
+# What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
+# given always wins. atari: the Pong screening in docs/atari.md (the paper's values did not learn Pong in 2.7M
+# steps). vector (Discrete actions) and box (MuJoCo): budgets and schedules that fit these tasks, docs/presets.md.
+PRESETS = {
+    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
+    "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
+    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
+                state_independent_std=True, normalize_obs=True, normalize_reward=True, eval_greedy=True,
+                eval_interval=50_000),
+}
 
 
 class Body(nn.Module):
@@ -370,65 +428,8 @@ def evaluator(args, shared, messages):
 
 
 # =====================================================================================================================
-# The main process: arguments, run directory, supervision of the processes, checkpoints, logs
+# The main process: the command line, run directory, supervision of the processes, checkpoints, logs
 # =====================================================================================================================
-
-
-@dataclass
-class Args:
-    """A3C with Hogwild workers and shared RMSProp. Atari ids get the DQN preprocessing."""
-
-    env_id: str = "PongNoFrameskip-v4"  # gymnasium id; Atari ids (`ALE/Pong-v5` too) get the DQN preprocessing
-    num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    """actor-learner processes; the default is one per CPU core this process may use"""
-    total_timesteps: int = 10_000_000  # T_max: env.step calls summed over all workers (one Atari step = 4 frames)
-    seed: int = 1  # fixes the initial weights; each worker's and the evaluation's seeds derive from it
-    learning_rate: float = 7e-4  # initial RMSProp rate, annealed linearly to 0 at T_max (the paper's authors' value)
-    gamma: float = 0.99  # discount
-    t_max: int = 5  # steps per worker segment before an update (Algorithm S3)
-    entropy_coef: float = 0.01  # beta, the entropy bonus weight (Section 4; Supplement 9 used 1e-4 for Box actions)
-    value_coef: float = 0.5  # weight of the value loss (R - V)^2; the paper does not state it
-    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
-    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
-    with a momentum vector per worker; all step the shared parameters without locks"""
-    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
-    rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
-    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
-    max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
-    center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
-    standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
-    network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations (two with Box actions)
-    lstm: bool = False  # A3C LSTM: an LSTM after the trunk, 256 cells on images, 128 on vectors (Supplements 8-9)
-    state_independent_std: bool = False  # Box: one learned log std per action dimension (not in the paper)
-    normalize_obs: bool = False  # standardise vector observations with running statistics of all workers
-    normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
-    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
-    eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
-    eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
-    eval_greedy: bool = False  # act greedily in evaluation instead of sampling (a greedy policy can get stuck)
-    eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
-    stop_at_eval_return: float | None = None
-    """end the run (checkpoint, final evaluation, exit 0) at the first periodic evaluation whose mean reaches this"""
-    log_interval: float = 5.0  # seconds between rows of progress.csv
-    checkpoint_interval: float = 300.0  # seconds between checkpoints
-    max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1
-    eval_only: bool = False  # evaluate --checkpoint, write eval.json and exit
-    checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
-    resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
-    capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
-
-
-# What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
-# given always wins. atari: the Pong screening in docs/atari.md (the paper's values did not learn Pong in 2.7M
-# steps). vector (Discrete actions) and box (MuJoCo): budgets and schedules that fit these tasks, docs/presets.md.
-PRESETS = {
-    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
-    "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
-    "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
-                state_independent_std=True, normalize_obs=True, normalize_reward=True, eval_greedy=True,
-                eval_interval=50_000),
-}
 
 
 def parse_args():

@@ -5,9 +5,10 @@
     python async_nstep_q.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python async_nstep_q.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json
 
-Above the line, what the child processes run: the model, the shared optimizer, what the processes share, the
-worker, the evaluator, and child() around both. Below it, the main process: Args and PRESETS, the run directory,
-supervision of the children, checkpoints and logs.
+First the hyperparameters (Args, and PRESETS per family of environments); then, above the ruled line, what the
+child processes run: the model, the shared optimizer, what the processes share, the worker, the evaluator, and
+child() around both. Below it, the main process: the command line, the run directory, supervision of the
+children, checkpoints and logs.
 """
 
 import csv
@@ -38,6 +39,60 @@ from common import (UsageError, env_family, flatten_parameters, frames_per_step,
 
 SCRIPT = "async_nstep_q.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
+
+
+@dataclass
+class Args:
+    """Async n-step Q-learning with Hogwild workers and shared RMSProp. Atari ids get the DQN preprocessing."""
+
+    env_id: str = "PongNoFrameskip-v4"  # gymnasium id; Atari ids (`ALE/Pong-v5` too) get the DQN preprocessing
+    num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """actor-learner processes; the default is one per CPU core this process may use"""
+    total_timesteps: int = 10_000_000  # T_max: env.step calls summed over all workers (one Atari step = 4 frames)
+    seed: int = 1  # fixes the initial weights; each worker's and the evaluation's seeds derive from it
+    learning_rate: float = 7e-4  # initial RMSProp rate, annealed linearly to 0 at T_max (the paper's authors' value)
+    gamma: float = 0.99  # discount
+    t_max: int = 5  # steps per worker segment before an update (Algorithm S2)
+    target_update_interval: int = 10_000  # I_target: refresh theta^- every this many global steps (40,000 frames)
+    epsilon_anneal_steps: int = 1_000_000  # anneal each worker's epsilon from 1 over this many global steps
+    epsilon_finals: tuple[float, ...] = ()  # the workers' final epsilons, in turn (none: the paper's distribution)
+    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
+    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
+    with a momentum vector per worker; all step the shared parameters without locks"""
+    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
+    rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
+    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
+    max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
+    center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
+    standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
+    network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
+    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations
+    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
+    eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
+    eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
+    eval_epsilon: float = 0.05  # epsilon of the epsilon-greedy evaluation policy (a small one, as in DQN's)
+    eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
+    stop_at_eval_return: float | None = None
+    """end the run (checkpoint, final evaluation, exit 0) at the first periodic evaluation whose mean reaches this"""
+    log_interval: float = 5.0  # seconds between rows of progress.csv
+    checkpoint_interval: float = 300.0  # seconds between checkpoints
+    max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1
+    eval_only: bool = False  # evaluate --checkpoint, write eval.json and exit
+    checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
+    resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
+    capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
+
+
+# What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
+# given always wins. atari: the n-step Q Pong screening in docs/atari.md (standardised frames and epsilon annealed
+# over 250k steps, not 1M, mattered most). vector (Discrete actions): a budget and schedules that fit classic
+# control, where epsilon annealed over 4M frames would still act at random at the end; docs/presets.md.
+PRESETS = {
+    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, standardize_frames=True,
+                  center_init=True),
+    "vector": dict(total_timesteps=200_000, learning_rate=3e-3, target_update_interval=1000,
+                   epsilon_anneal_steps=20_000, eval_interval=10_000),
+}
 
 
 class QNetwork(nn.Module):
@@ -328,62 +383,8 @@ def evaluator(args, shared, messages):
 
 
 # =====================================================================================================================
-# The main process: arguments, run directory, supervision of the processes, checkpoints, logs
+# The main process: the command line, run directory, supervision of the processes, checkpoints, logs
 # =====================================================================================================================
-
-
-@dataclass
-class Args:
-    """Async n-step Q-learning with Hogwild workers and shared RMSProp. Atari ids get the DQN preprocessing."""
-
-    env_id: str = "PongNoFrameskip-v4"  # gymnasium id; Atari ids (`ALE/Pong-v5` too) get the DQN preprocessing
-    num_workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    """actor-learner processes; the default is one per CPU core this process may use"""
-    total_timesteps: int = 10_000_000  # T_max: env.step calls summed over all workers (one Atari step = 4 frames)
-    seed: int = 1  # fixes the initial weights; each worker's and the evaluation's seeds derive from it
-    learning_rate: float = 7e-4  # initial RMSProp rate, annealed linearly to 0 at T_max (the paper's authors' value)
-    gamma: float = 0.99  # discount
-    t_max: int = 5  # steps per worker segment before an update (Algorithm S2)
-    target_update_interval: int = 10_000  # I_target: refresh theta^- every this many global steps (40,000 frames)
-    epsilon_anneal_steps: int = 1_000_000  # anneal each worker's epsilon from 1 over this many global steps
-    epsilon_finals: tuple[float, ...] = ()  # the workers' final epsilons, in turn (none: the paper's distribution)
-    optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
-    """Supplement 7's optimizers: RMSProp with statistics shared by all workers or kept per worker, or momentum SGD
-    with a momentum vector per worker; all step the shared parameters without locks"""
-    rms_alpha: float = 0.99  # RMSProp decay of the squared-gradient average
-    rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
-    momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
-    max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
-    center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
-    standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
-    network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations
-    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
-    eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
-    eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
-    eval_epsilon: float = 0.05  # epsilon of the epsilon-greedy evaluation policy (a small one, as in DQN's)
-    eval_max_steps: int = 27_000  # cap on an evaluation episode in agent steps (27,000 = 30 minutes of Atari)
-    stop_at_eval_return: float | None = None
-    """end the run (checkpoint, final evaluation, exit 0) at the first periodic evaluation whose mean reaches this"""
-    log_interval: float = 5.0  # seconds between rows of progress.csv
-    checkpoint_interval: float = 300.0  # seconds between checkpoints
-    max_worker_restarts: int = 3  # restart a failed worker (or the evaluator) this many times in all, then exit 1
-    eval_only: bool = False  # evaluate --checkpoint, write eval.json and exit
-    checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
-    resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
-    capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
-
-
-# What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
-# given always wins. atari: the n-step Q Pong screening in docs/atari.md (standardised frames and epsilon annealed
-# over 250k steps, not 1M, mattered most). vector (Discrete actions): a budget and schedules that fit classic
-# control, where epsilon annealed over 4M frames would still act at random at the end; docs/presets.md.
-PRESETS = {
-    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, standardize_frames=True,
-                  center_init=True),
-    "vector": dict(total_timesteps=200_000, learning_rate=3e-3, target_update_interval=1000,
-                   epsilon_anneal_steps=20_000, eval_interval=10_000),
-}
 
 
 def parse_args():

@@ -485,7 +485,8 @@ def describe(origin, source, changed):
     checkpoint) set, and every family's preset."""
     def flag(name, value):
         switch = f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
-        return switch if isinstance(value, bool) else f"{switch} {value}"
+        typed = " ".join(map(str, value)) if isinstance(value, tuple) else value  # a tuple as typed: --flag 1 2
+        return switch if isinstance(value, bool) else f"{switch} {typed}"
     shown = {name: value for name, value in changed.items()  # what differs from the defaults, but which run it is
              if getattr(Args(), name) != value and name not in ("run_dir", "resume", "eval_only", "checkpoint")}
     lines = [Args.__doc__, "", f"The defaults below are the values that will run for {origin}" + (

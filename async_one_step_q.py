@@ -89,8 +89,8 @@ class Args:
 # control, where epsilon annealed over 4M frames would still act at random at the end, and 20-step segments (with
 # the paper's 5, 1-3 of 5 CartPole seeds ended below 400 in 250k-300k steps); docs/presets.md.
 PRESETS = {
-    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, standardize_frames=True,
-                  center_init=True),
+    "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, epsilon_finals=(0.01, 0.1),
+                  standardize_frames=True, center_init=True),
     "vector": dict(total_timesteps=300_000, learning_rate=1e-3, t_max=20, target_update_interval=500,
                    epsilon_anneal_steps=20_000, eval_interval=10_000),
 }
@@ -123,8 +123,8 @@ def epsilon_final_for(rank, num_workers, chosen=()):
     """Each worker explores differently: worker `rank` of N takes the (rank + 1/2) / N quantile of the
     paper's distribution of final epsilons, so that the N workers span it (16 workers: 5 at 0.01, 6 at 0.1,
     5 at 0.5; 2 workers: 0.01 and 0.5). The paper draws each worker's at random, which with few workers can
-    leave them all at 0.5 or all at 0.01; docs/presets.md. `chosen` (--epsilon-finals) replaces the distribution:
-    worker `rank` takes chosen[rank mod its length]."""
+    leave them all at 0.5 or all at 0.01; docs/presets.md. `chosen` (--epsilon-finals; the Atari preset's 0.01 0.1,
+    docs/atari.md) replaces the distribution: worker `rank` takes chosen[rank mod its length]."""
     if chosen:
         return chosen[rank % len(chosen)]
     quantile = (rank + 0.5) / num_workers
@@ -441,7 +441,8 @@ def describe(origin, source, changed):
     checkpoint) set, and every family's preset."""
     def flag(name, value):
         switch = f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
-        return switch if isinstance(value, bool) else f"{switch} {value}"
+        typed = " ".join(map(str, value)) if isinstance(value, tuple) else value  # a tuple as typed: --flag 1 2
+        return switch if isinstance(value, bool) else f"{switch} {typed}"
     shown = {name: value for name, value in changed.items()  # what differs from the defaults, but which run it is
              if getattr(Args(), name) != value and name not in ("run_dir", "resume", "eval_only", "checkpoint")}
     lines = [Args.__doc__, "", f"The defaults below are the values that will run for {origin}" + (

@@ -95,7 +95,8 @@ for script in VALUE_BASED:
         (f"{script}: target_step a Value with a lock", script, 'ctx.RawValue("q", 0)', 'ctx.Value("q", 0)',
          ["tests/test_hogwild.py"]),
         (f"{script}: the Atari preset keeps the paper's 1M-step epsilon schedule", script,
-         "epsilon_anneal_steps=250_000, standardize_frames=True", "standardize_frames=True",
+         "epsilon_anneal_steps=250_000, epsilon_finals", "epsilon_finals", ["tests/test_value_based.py"]),
+        (f"{script}: the Atari preset keeps the paper's final epsilons", script, "epsilon_finals=(0.01, 0.1),", "",
          ["tests/test_value_based.py"]),
     ]
 for script in SCRIPTS:

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import a3c
 import async_sarsa
-from conftest import MODULES, ROOT
+from conftest import MODULES, ROOT, VALUE_BASED
 
 
 
@@ -37,6 +37,12 @@ def test_help_shows_the_values_that_will_run_for_the_env_and_where_they_come_fro
     assert f"(default: {module.Args.total_timesteps})" not in text  # the value no family uses is not shown
     plain = help_text(module, monkeypatch, capsys)  # the bare command trains Pong
     assert "will run for PongNoFrameskip-v4 (the atari family)" in plain
+
+
+@pytest.mark.parametrize("module", VALUE_BASED, ids=lambda m: m.SCRIPT)
+def test_help_shows_a_presets_tuple_as_it_is_typed(module, monkeypatch, capsys):
+    plain = help_text(module, monkeypatch, capsys)  # the Atari preset's final epsilons
+    assert "--epsilon-finals 0.01 0.1 --standardize-frames" in plain and "(0.01, 0.1)" not in plain
 
 
 def test_help_after_resume_shows_the_checkpoints_values(monkeypatch, capsys, tmp_path):

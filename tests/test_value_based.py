@@ -190,10 +190,12 @@ def test_each_familys_preset_is_the_default_and_a_given_flag_wins(script, monkey
     args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1", "--target-update-interval", "77")
     assert args.target_update_interval == 77 and sources["target_update_interval"] == "command line"
     assert args.learning_rate == preset["learning_rate"] and sources["learning_rate"] == "vector preset"
-    atari = script.PRESETS["atari"]  # standardised frames and a short epsilon schedule (docs/atari.md)
+    atari = script.PRESETS["atari"]  # standardised frames, a short epsilon schedule, final epsilons (docs/atari.md)
     args, sources = parsed(script, monkeypatch, "--env-id", "PongNoFrameskip-v4")
     assert args == script.Args(num_workers=args.num_workers, **atari)
     assert args.standardize_frames and args.epsilon_anneal_steps < script.Args.epsilon_anneal_steps
+    finals = {script.epsilon_final_for(rank, 2, args.epsilon_finals) for rank in range(2)}
+    assert finals == {0.01, 0.1}  # not the paper's distribution, which gives 2 workers 0.01 and 0.5 (docs/atari.md)
     assert {name for name, source in sources.items() if source == "atari preset"} == set(atari)
     args, sources = parsed(script, monkeypatch, "--env-id", "PongNoFrameskip-v4", "--no-standardize-frames")
     assert not args.standardize_frames and sources["standardize_frames"] == "command line"

@@ -92,7 +92,8 @@ class Args:
 # steps). vector (Discrete actions) and box (MuJoCo): budgets and schedules that fit these tasks, docs/presets.md.
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, entropy_coef=0.003, standardize_frames=True, center_init=True),
-    "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, eval_interval=10_000),
+    "vector": dict(total_timesteps=100_000, learning_rate=7e-3, entropy_coef=0.0, normalize_reward=True,
+                   eval_interval=10_000),
     "box": dict(total_timesteps=1_000_000, learning_rate=3e-4, rms_eps=1e-10, max_grad_norm=0.5, entropy_coef=0.0,
                 state_independent_std=True, normalize_obs=True, normalize_reward=True, eval_greedy=True,
                 eval_interval=50_000),
@@ -726,8 +727,8 @@ class Progress:
     def watch_entropy(self, step, entropy):
         """Warn once if, in the first half of training, the policy's entropy stays below a tenth of its maximum
         for T_max / 20 steps: it has all but stopped exploring, and without an entropy bonus it seldom starts again
-        (Acrobot-v1 with the vector preset: 0.02 of 1.10 from 15k steps on, never solved). Brief dips, which
-        recover (CartPole-v1 with 4-16 workers in its first 2k steps), do not count."""
+        (Acrobot-v1, vector preset with --no-normalize-reward: 0.02 of 1.10 from 15k steps on, never solved). Brief
+        dips, which recover (CartPole-v1 with 4-16 workers in its first 2k steps), do not count."""
         if self.max_entropy is None:  # Box actions (a Gaussian has no maximum), or warned already
             return
         low = entropy < 0.1 * self.max_entropy and step < self.args.total_timesteps / 2

@@ -54,6 +54,7 @@ class Args:
     learning_rate: float = 7e-4  # initial RMSProp rate, annealed linearly to 0 at T_max (the paper's authors' value)
     gamma: float = 0.99  # discount
     t_max: int = 5  # steps per worker segment before an update (Algorithm S3)
+    gae_lambda: float = 1.0  # lambda of the lambda-return the advantages and value targets use (1: Algorithm S3's)
     entropy_coef: float = 0.01  # beta, the entropy bonus weight (Section 4; Supplement 9 used 1e-4 for Box actions)
     value_coef: float = 0.5  # weight of the value loss (R - V)^2; the paper does not state it
     optimizer: Literal["shared_rmsprop", "rmsprop", "momentum_sgd"] = "shared_rmsprop"
@@ -69,6 +70,7 @@ class Args:
     hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations (two with Box actions)
     lstm: bool = False  # A3C LSTM: an LSTM after the trunk, 256 cells on images, 128 on vectors (Supplements 8-9)
     state_independent_std: bool = False  # Box: one learned log std per action dimension (not in the paper)
+    log_std_init: float = 0.0  # with --state-independent-std: the log std's starting value
     normalize_obs: bool = False  # standardise vector observations with running statistics of all workers
     normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
     run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
@@ -133,8 +135,8 @@ class ActorCritic(nn.Module):
         if self.continuous:
             self.value_body = Body(observation_space, args)
             self.mean = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
-            if args.state_independent_std:  # log sigma starts at 0 (the softplus head: variance 0.69)
-                self.log_std = nn.Parameter(torch.zeros(action_space.shape[0]))
+            if args.state_independent_std:  # log sigma starts at --log-std-init (the softplus head: variance 0.69)
+                self.log_std = nn.Parameter(torch.full((action_space.shape[0],), args.log_std_init))
             else:
                 self.variance = layer_init(nn.Linear(self.body.width, action_space.shape[0]), std=0.01)
         else:
@@ -257,14 +259,16 @@ class Shared:
             model.obs_norm.moments.copy_(self.obs_moments)
 
 
-def n_step_returns(rewards, terminated, bootstrap_value, gamma):
-    """Algorithm S3: R = 0 at a terminal state, else V(s_t); then R <- r_i + gamma * R backwards. A truncated
-    episode (time limit) is not terminal: it bootstraps from V like a cut segment."""
+def lambda_returns(rewards, terminated, values, gamma, lam):
+    """Algorithm S3's n-step returns when lam = 1: R = 0 at a terminal state, else V(s_t); then R <- r_i + gamma * R
+    backwards. A truncated episode (time limit) is not terminal: it bootstraps from V like a cut segment. With
+    lam < 1, R <- r_i + gamma * ((1 - lam) V(s_i+1) + lam R): R - V(s_i) is then the generalised advantage
+    estimate (Schulman et al. 2016; not in the paper). values: V(s_t_start), ..., V(s_t)."""
     returns = np.empty(len(rewards), np.float32)
-    R = 0.0 if terminated else bootstrap_value
+    R = next_value = 0.0 if terminated else values[-1]
     for i in reversed(range(len(rewards))):
-        R = rewards[i] + gamma * R
-        returns[i] = R
+        R = rewards[i] + gamma * ((1 - lam) * next_value + lam * R)
+        returns[i], next_value = R, values[i]
     return returns
 
 
@@ -305,7 +309,7 @@ def segment_loss(model, segment, args):
     """R from V(s_t) (or 0) back to t_start, then the loss; one batched forward over the segment. The LSTM
     restarts from the segment's first state, which carries no graph: backpropagation through time stops there."""
     policy, values, _ = model(torch.from_numpy(segment.observations), segment.start_state)
-    returns = n_step_returns(segment.rewards, segment.terminated, values[-1].item(), args.gamma)
+    returns = lambda_returns(segment.rewards, segment.terminated, values.tolist(), args.gamma, args.gae_lambda)
     policy = policy[:-1] if not model.continuous else (policy[0][:-1], policy[1][:-1])
     log_probs, entropy = log_prob_and_entropy(policy, segment.actions, model.continuous)
     loss, policy_loss, value_loss = actor_critic_loss(log_probs, entropy, torch.from_numpy(returns), values[:-1],
@@ -474,6 +478,10 @@ def parse_args():
     if args.normalize_obs and is_atari(args.env_id):
         set_by = "" if sources["normalize_obs"] == "command line" else f" (set by the {sources['normalize_obs']})"
         raise UsageError(f"--normalize-obs{set_by} is for vector observations; {args.env_id} has images")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be between 0 and 1, got {args.gae_lambda}")
+    if "log_std_init" in given and not args.state_independent_std:
+        raise UsageError("--log-std-init sets the log std of --state-independent-std, which this run does not use")
     if not 0 <= args.seed < 2**63:  # SeedSequence takes no negative seed, torch.manual_seed nothing from 2**63 up
         raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -670,6 +678,7 @@ class Progress:
         self.episodes, self.losses, self.evaluation, self.skipped, self.reached = [], Counter(), None, 0, False
         self.last_seconds, self.last_step, self.sps, self.clock = seconds, global_step, None, None
         self.max_entropy, self.low_entropy_since = max_entropy, None  # for watch_entropy()
+        self.first_return = self.last_return = None  # training returns: the first row's and the latest
 
     def record(self, rank, kind, payload):
         """Keep a message for the next row: an episode's (return, length), loss sums, an evaluation (step, returns)."""
@@ -712,7 +721,7 @@ class Progress:
                  learning_rate=learning_rate_at(self.args, step),
                  skipped_updates=self.skipped, **losses)
         if "entropy" in losses:
-            self.watch_entropy(step, losses["entropy"])
+            self.watch_entropy(step, losses["entropy"], returns and np.mean(returns))
         self.episodes, self.losses, self.evaluation = [], Counter(), None
         self.last_seconds, self.last_step = seconds, step
 
@@ -724,14 +733,21 @@ class Progress:
             self.evaluation = (step, final_returns)
         self.log(step, seconds, force=True)
 
-    def watch_entropy(self, step, entropy):
+    def watch_entropy(self, step, entropy, mean_return):
         """Warn once if, in the first half of training, the policy's entropy stays below a tenth of its maximum
-        for T_max / 20 steps: it has all but stopped exploring, and without an entropy bonus it seldom starts again
-        (Acrobot-v1, vector preset with --no-normalize-reward: 0.02 of 1.10 from 15k steps on, never solved). Brief
-        dips, which recover (CartPole-v1 with 4-16 workers in its first 2k steps), do not count."""
+        for T_max / 20 steps while its training returns (mean_return, this row's; None if no episode ended) are no
+        better than in the first row by a tenth: it has all but stopped exploring before it learned, and without
+        an entropy bonus it seldom starts again (Acrobot-v1, vector preset with --no-normalize-reward: 0.02 of 1.10
+        from 15k steps on, -500 throughout). Brief dips, which recover (CartPole-v1 with 4-16 workers in its first
+        2k steps), and a policy sure of what it learned (Acrobot-v1 with the vector preset) do not count."""
         if self.max_entropy is None:  # Box actions (a Gaussian has no maximum), or warned already
             return
-        low = entropy < 0.1 * self.max_entropy and step < self.args.total_timesteps / 2
+        if mean_return is not None:
+            self.first_return = mean_return if self.first_return is None else self.first_return
+            self.last_return = mean_return
+        learned = self.first_return is not None and (
+            self.last_return > self.first_return + 0.1 * abs(self.first_return))
+        low = entropy < 0.1 * self.max_entropy and step < self.args.total_timesteps / 2 and not learned
         self.low_entropy_since = (step if self.low_entropy_since is None else self.low_entropy_since) if low else None
         if low and step - self.low_entropy_since >= self.args.total_timesteps / 20:
             tqdm.write(f"{SCRIPT}: warning: the policy's entropy has stayed below a tenth of its maximum "

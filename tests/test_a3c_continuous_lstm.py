@@ -67,6 +67,8 @@ def test_state_independent_std_is_one_learned_sigma_for_every_state():
     entropy.sum().backward()
     torch.testing.assert_close(model.log_std.grad, torch.full((6,), 3.0))
     assert not hasattr(model, "variance")
+    model, _ = make_model("HalfCheetah-v5", state_independent_std=True, log_std_init=-0.5)  # --log-std-init
+    torch.testing.assert_close(model(torch.randn(2, 17))[0][1], torch.full((2, 6), float(np.exp(-1.0))))
     # a checkpoint of the other head does not load silently
     other, _ = make_model("HalfCheetah-v5")
     args = dataclasses.replace(a3c.Args(), env_id="HalfCheetah-v5", state_independent_std=True)

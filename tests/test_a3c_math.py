@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from a3c import SharedRMSprop, actor_critic_loss, n_step_returns, sample_action
+from a3c import SharedRMSprop, actor_critic_loss, lambda_returns, sample_action
 
 
 def test_actor_critic_loss_by_hand():
@@ -25,6 +25,11 @@ def test_actor_critic_loss_by_hand():
     torch.testing.assert_close(entropy.grad, torch.tensor([-0.1, -0.1]))
 
 
+def n_step_returns(rewards, terminated, bootstrap_value, gamma):
+    """lambda 1 (Algorithm S3): the states' own values must not matter, so they are set to nonsense."""
+    return lambda_returns(rewards, terminated, [-1e3] * len(rewards) + [bootstrap_value], gamma, 1.0)
+
+
 def test_n_step_returns_terminal_uses_zero():
     # R = 0; R = 3 + 0.5*0 = 3; R = 2 + 0.5*3 = 3.5; R = 1 + 0.5*3.5 = 2.75
     returns = n_step_returns([1.0, 2.0, 3.0], terminated=True, bootstrap_value=100.0, gamma=0.5)
@@ -43,6 +48,20 @@ def test_n_step_returns_truncation_is_not_termination():
     terminal = n_step_returns([0.0, 1.0], terminated=True, bootstrap_value=10.0, gamma=0.9)
     np.testing.assert_allclose(truncated, [0.9 * (1 + 9.0), 1 + 9.0], rtol=1e-6)
     np.testing.assert_allclose(terminal, [0.9, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_lambda_returns_minus_values_are_the_generalised_advantages(terminated):
+    # rewards (1, 2, 3), V(s_0..s_3) = (4, 5, 6, 8), gamma 0.5, lambda 0.5: TD errors
+    # delta_i = r_i + 0.5 V(s_i+1) - V(s_i), with V(s_3) = 0 at a terminal state: (-0.5, 0, 1) or (-0.5, 0, -3);
+    # the advantages A_i = delta_i + 0.25 A_i+1 backwards: A_2 = delta_2, A_1 = 0.25 A_2, A_0 = -0.5 + 0.25 A_1.
+    delta_2 = -3.0 if terminated else 1.0
+    advantages = np.array([-0.5 + 0.0625 * delta_2, 0.25 * delta_2, delta_2])
+    returns = lambda_returns([1.0, 2.0, 3.0], terminated, [4.0, 5.0, 6.0, 8.0], gamma=0.5, lam=0.5)
+    np.testing.assert_allclose(returns - np.array([4.0, 5.0, 6.0]), advantages, rtol=1e-6)
+    # lambda 0 is the one-step TD target r_i + gamma V(s_i+1)
+    np.testing.assert_allclose(lambda_returns([1.0, 2.0, 3.0], terminated, [4.0, 5.0, 6.0, 8.0], 0.5, 0.0),
+                               [3.5, 5.0, 3.0 if terminated else 7.0], rtol=1e-6)
 
 
 def test_shared_rmsprop_step_matches_hand_computation():

@@ -41,6 +41,9 @@ A3C_ONLY = [
     (["--env-id", "tests.custom_envs:ImageBoxActions-v0"], "has observations of shape (96, 96, 3)"),
     (["--env-id", "tests.custom_envs:ImageBoxActions-v0", "--no-normalize-obs"], "has observations of shape"),
     (["--resume", "other_script.pt"], "written by async_sarsa.py, not a3c.py"),
+    (["--gae-lambda", "1.5"], "--gae-lambda must be between 0 and 1, got 1.5"),
+    (["--env-id", "Pendulum-v1", "--log-std-init", "-1", "--no-state-independent-std"], "--log-std-init sets"),
+    (["--env-id", "CartPole-v1", "--log-std-init", "-1"], "which this run does not use"),
 ]
 VALUE_BASED_ONLY = [
     (["--env-id", "MountainCarContinuous-v0"], "for continuous control use a3c.py"),

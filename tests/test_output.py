@@ -108,25 +108,32 @@ def test_tensorboard_gets_the_runs_hyperparameters_as_a_text_page(module, tmp_pa
     assert "| --total-timesteps | 100000 | default |" in text
 
 
-def watched(run_dir, entropies):
-    """a3c.py's Progress, 100k steps, shown the mean entropy of a row at each global step (3 actions)."""
-    args = a3c.Args(total_timesteps=100_000)
+def watched(run_dir, rows, total_timesteps=100_000):
+    """a3c.py's Progress shown rows of (global step, mean entropy, mean training return or None), 3 actions."""
+    args = a3c.Args(total_timesteps=total_timesteps)
     os.makedirs(run_dir)
     progress = a3c.Progress(str(run_dir), args, dict.fromkeys(vars(args), "default"), 0, 0.0, max_entropy=1.0986)
-    for step, entropy in entropies:
-        progress.watch_entropy(step, entropy)
+    for step, entropy, mean_return in rows:
+        progress.watch_entropy(step, entropy, mean_return)
     progress.close()
 
 
 def test_a3c_warns_once_when_its_policy_stops_exploring_early(capsys, tmp_path):
-    # Acrobot-v1 with the vector preset: the entropy (of at most log 3 = 1.10) fell to 0.02 by 15k steps, for good
+    # Acrobot-v1 with the vector preset and --no-normalize-reward: the entropy (of at most log 3 = 1.10) fell to
+    # 0.02 by 15k steps, for good, the returns at -500 throughout
     # (benchmarks/results/acrobot/a3c/preset_log_interval_1s_seed1/progress.csv, its first rows)
-    watched(tmp_path / "a", [(4450, 0.72), (14865, 0.023), (20980, 0.014), (34380, 0.014), (40740, 0.014)])
+    collapsed = [(4450, 0.72, -500), (14865, 0.023, -500), (20980, 0.014, -500), (34380, 0.014, None),
+                 (40740, 0.014, -500)]
+    watched(tmp_path / "a", collapsed)
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "--entropy-coef (now 0.01)" in err and "since step 14865" in err
     # a brief dip that recovers (CartPole-v1 with 8 workers), or a low entropy late in training, is no warning
-    watched(tmp_path / "b", [(823, 0.007), (1973, 0.001), (8413, 0.236), (20000, 0.3)])
-    watched(tmp_path / "c", [(60_000, 0.01), (90_000, 0.01)])
+    watched(tmp_path / "b", [(823, 0.007, 9.5), (1973, 0.001, 9.4), (8413, 0.236, 30.0), (20000, 0.3, 80.0)])
+    watched(tmp_path / "c", [(60_000, 0.01, 9.0), (90_000, 0.01, 9.0)])
+    # nor is a policy sure of what it learned: Acrobot-v1 with the vector preset (normalize_reward/Acrobot-v1/seed2)
+    learned = [(1380, 0.66, -500), (6169, 0.33, -219.2), (76835, 0.097, -97.0), (80846, 0.098, -88.1),
+               (85203, 0.101, -104.3), (89999, 0.103, -92.3)]
+    watched(tmp_path / "d", learned, total_timesteps=200_000)
     assert "warning" not in capsys.readouterr().err
 
 

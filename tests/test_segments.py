@@ -66,8 +66,9 @@ def test_play_cuts_a_segment_at_t_max_and_the_next_goes_on_from_where_it_stopped
     assert segment.rewards == [1.0, 2.0] and not segment.terminated and next_obs.tolist() == [2.0] and sent == []
 
 
-def test_a3c_segment_loss_is_the_actor_critic_loss_with_each_v_beside_its_return():
-    args = a3c.Args(gamma=0.5, value_coef=0.25, entropy_coef=0.1)
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_a3c_segment_loss_is_the_actor_critic_loss_with_each_v_beside_its_return(lam):
+    args = a3c.Args(gamma=0.5, value_coef=0.25, entropy_coef=0.1, gae_lambda=lam)
     torch.manual_seed(0)
     model = a3c.ActorCritic(SPACE, FOUR, args)
     for terminated in (False, True):
@@ -75,10 +76,10 @@ def test_a3c_segment_loss_is_the_actor_critic_loss_with_each_v_beside_its_return
         loss, stats = a3c.segment_loss(model, segment, args)
         with torch.no_grad():
             logits, values, _ = model(torch.from_numpy(OBSERVATIONS))
-        R = 0.0 if terminated else values[3].item()  # Algorithm S3: R <- r_i + gamma R, from V(s_3) or 0
-        returns = []
-        for reward in reversed(REWARDS):
-            R = reward + 0.5 * R
+        V = values.tolist()[:3] + [0.0 if terminated else values[3].item()]  # V(s_3) = 0 at a terminal state
+        R, returns = V[3], []  # Algorithm S3: R <- r_i + gamma R, from V(s_3) or 0
+        for i in reversed(range(3)):  # lambda < 1 mixes in V(s_i+1): R - V(s_i) is then the GAE advantage
+            R = REWARDS[i] + 0.5 * ((1 - lam) * V[i + 1] + lam * R)
             returns.insert(0, R)
         advantages = torch.tensor(returns) - values[:3]  # R_i - V(s_i): V of the state the return starts at
         log_probs = F.log_softmax(logits[:3], -1)

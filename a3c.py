@@ -1,6 +1,6 @@
 """A3C: asynchronous advantage actor-critic (Mnih et al. 2016, Algorithm S3). Docs and results: docs/a3c.md
 
-    python a3c.py --env-id CartPole-v1                           # the vector preset: about 30 s on 2 cores
+    python a3c.py --env-id CartPole-v1                           # the vector preset: 20-40 s on 2 cores
     python a3c.py --env-id PongNoFrameskip-v4                    # the Atari preset, one worker per core
     python a3c.py --resume runs/<run>/checkpoint.pt              # continue an interrupted run
     python a3c.py --eval-only --checkpoint runs/<run>/model.pt   # evaluate, write eval.json

@@ -32,10 +32,12 @@ def train(run_dir, env_id, total_timesteps, *flags):
 
 
 def test_a3c_solves_cartpole_with_two_workers_and_its_preset(tmp_path):
-    # The quick start, `a3c.py --env-id CartPole-v1` (the vector preset: 100k steps, lr 7e-3, no entropy bonus),
-    # evaluated every 10k steps. Measured: 25 of 25 runs had an evaluation of 500; the final one was 500 in 24, and
-    # 178.5 in one (seed 5): a policy that solved CartPole can collapse late, as in a CI run once (164.4). So some
-    # evaluation must reach 475, and the final policy must stay far above a random one (22).
+    # The quick start, `a3c.py --env-id CartPole-v1` (the vector preset: 100k steps, lr 7e-3, no entropy bonus,
+    # --normalize-reward), evaluated every 10k steps. Measured (benchmarks/results/learning_tests_normalize_reward/):
+    # 25 of 25 runs had an evaluation of 500; the final one was 500 in 19, and 399.3-492.4 in five and 213.8 in one
+    # (seed 1 under load): a policy that solved CartPole can sag or collapse late, as it did without
+    # --normalize-reward too (178.5 once in 25 runs, 164.4 in a CI run). So some evaluation must reach 475, and the
+    # final policy must stay far above a random one (22).
     evaluation = train(tmp_path, "CartPole-v1", a3c.PRESETS["vector"]["total_timesteps"], "--eval-interval", "10000")
     assert evaluation["mean"] >= 100, evaluation
     evaluations = evaluation_means(tmp_path)

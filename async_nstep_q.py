@@ -67,6 +67,7 @@ class Args:
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
     network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
     hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations
+    normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
     run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
     eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
     eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
@@ -293,6 +294,8 @@ def worker(rank, seed, args, shared, messages):
     torch.manual_seed(seed)
     rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers, args.epsilon_finals)
     env = make_env(args.env_id, training=True)
+    if args.normalize_reward:  # wraps the episode statistics: the returns logged stay real
+        env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)
     model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
     params, grads = flatten_parameters(model)
     target_net = QNetwork(env.observation_space, env.action_space.n, args)

@@ -51,8 +51,6 @@ MUTANTS = [
      "rewards, terminated or truncated), obs, state", [SEGMENTS]),
     ("a3c.py: evaluate() keeps the LSTM state at a lost life", "a3c.py", "                state = None\n",
      "                pass\n", ["tests/test_a3c_continuous_lstm.py"]),
-    ("a3c.py: --normalize-reward ignored", "a3c.py", "env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)",
-     "env = env", [WORKER]),
     ("async_nstep_q.py: bootstraps from theta, not theta^-", "async_nstep_q.py",
      "next_q_target = target_net(torch.from_numpy(segment.observations[-1:]))",
      "next_q_target = model(torch.from_numpy(segment.observations[-1:]))", [SEGMENTS]),
@@ -111,6 +109,8 @@ for script in VALUE_BASED:
     ]
 for script in SCRIPTS:
     MUTANTS += [
+        (f"{script}: --normalize-reward ignored", script,
+         "env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)", "env = env", [WORKER]),
         (f"{script}: RMSProp alpha swapped with 1 - alpha", script,
          "rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)",
          "rmsprop_update(self.params, grad, square_avg, 1 - self.alpha, self.eps, lr)", [OPTIMIZERS]),

@@ -45,8 +45,9 @@ def test_a_worker_anneals_the_learning_rate_linearly_to_zero_at_t_max(module, mo
 
 
 @pytest.mark.parametrize("normalize", [False, True])
-def test_a3c_worker_trains_on_normalised_rewards_with_normalize_reward(monkeypatch, normalize):
-    _, rewards = run_worker(a3c, monkeypatch, normalize_reward=normalize)
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_a_worker_trains_on_normalised_rewards_with_normalize_reward(module, monkeypatch, normalize):
+    _, rewards = run_worker(module, monkeypatch, normalize_reward=normalize)
     seen = [reward for segment in rewards for reward in segment]
     if not normalize:
         assert set(seen) == {1.0}  # CartPole's reward, as the env gives it

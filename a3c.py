@@ -35,8 +35,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (ObservationNorm, UsageError, env_family, flatten_parameters, frames_per_step, is_atari, layer_init,
-                    make_env, make_trunk, rmsprop_update, start_on_random_play)
+from common import (NormalizeReward, ObservationNorm, UsageError, env_family, flatten_parameters, frames_per_step,
+                    is_atari, layer_init, make_env, make_trunk, rmsprop_update, start_on_random_play)
 
 SCRIPT = "a3c.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -341,7 +341,7 @@ def worker(rank, seed, args, shared, messages):
     torch.manual_seed(seed)
     env = make_env(args.env_id, training=True)
     if args.normalize_reward:  # wraps the episode statistics: the returns logged stay real
-        env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)
+        env = NormalizeReward(env, gamma=args.gamma)
     model = ActorCritic(env.observation_space, env.action_space, args)  # theta', theta_v'
     params, grads = flatten_parameters(model)
     obs, state = env.reset(seed=seed)[0], None  # the LSTM state (None: zeros), carried across segments

@@ -34,8 +34,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common import (UsageError, env_family, flatten_parameters, frames_per_step, layer_init, make_env, make_trunk,
-                    rmsprop_update, start_on_random_play)
+from common import (NormalizeReward, UsageError, env_family, flatten_parameters, frames_per_step, layer_init, make_env,
+                    make_trunk, rmsprop_update, start_on_random_play)
 
 SCRIPT = "async_nstep_q.py"
 SKIPS_IN_A_ROW_TO_STOP = 100  # a worker whose updates are all non-finite this many times stops the run
@@ -295,7 +295,7 @@ def worker(rank, seed, args, shared, messages):
     rng, epsilon_final = exploration_rng(seed), epsilon_final_for(rank, args.num_workers, args.epsilon_finals)
     env = make_env(args.env_id, training=True)
     if args.normalize_reward:  # wraps the episode statistics: the returns logged stay real
-        env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)
+        env = NormalizeReward(env, gamma=args.gamma)
     model = QNetwork(env.observation_space, env.action_space.n, args)  # theta'
     params, grads = flatten_parameters(model)
     target_net = QNetwork(env.observation_space, env.action_space.n, args)

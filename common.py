@@ -207,6 +207,20 @@ def make_env(env_id, training, max_episode_steps=None, video_dir=None):
     return env
 
 
+class NormalizeReward(gym.wrappers.NormalizeReward):
+    """gymnasium's NormalizeReward (each reward divided by a running std of the discounted return), but a reward
+    that is not finite passes through untouched and stays out of the statistics: in gymnasium's, one NaN makes
+    every later reward NaN, and the worker could only skip its updates until the run stops."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if np.isfinite(reward):  # the update that sees a NaN skips it (and counts it), as without this wrapper
+            self.discounted_reward = self.discounted_reward * self.gamma * (1 - terminated) + float(reward)
+            self.return_rms.update(self.discounted_reward)
+            reward = reward / np.sqrt(self.return_rms.var + self.epsilon)
+        return obs, reward, terminated, truncated, info
+
+
 # ---------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ MUTANTS = [
      "segment = Segment(np.stack(observations), actions, rewards, terminated,",
      "segment = Segment(np.stack(observations), actions, rewards, terminated or truncated,", [SEGMENTS]),
 ]
+MUTANTS.append(("common.py: NormalizeReward lets a NaN into its statistics", "common.py",
+                "if np.isfinite(reward):  # the update", "if True:  # the update", ["tests/test_common.py"]))
 MUTANTS.append(("common.py: rmsprop_update's multiply-add fused in another order than torch's", "common.py",
                 "square_avg[i] = one_minus_alpha * g * g + square_avg[i] * alpha",
                 "square_avg[i] = square_avg[i] * alpha + one_minus_alpha * g * g", [OPTIMIZERS]))
@@ -110,7 +112,7 @@ for script in VALUE_BASED:
 for script in SCRIPTS:
     MUTANTS += [
         (f"{script}: --normalize-reward ignored", script,
-         "env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)", "env = env", [WORKER]),
+         "env = NormalizeReward(env, gamma=args.gamma)", "env = env", [WORKER]),
         (f"{script}: RMSProp alpha swapped with 1 - alpha", script,
          "rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)",
          "rmsprop_update(self.params, grad, square_avg, 1 - self.alpha, self.eps, lr)", [OPTIMIZERS]),

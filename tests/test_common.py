@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import (AtariPreprocessing, ScaleUint8, StandardizeFrames, UsageError, center_biases, flatten_parameters,
-                    make_env, make_trunk, random_play_frames)
+from common import (AtariPreprocessing, NormalizeReward, ScaleUint8, StandardizeFrames, UsageError, center_biases,
+                    flatten_parameters, make_env, make_trunk, random_play_frames)
 
 
 class ScriptedALE:
@@ -197,6 +197,35 @@ def test_make_env_unknown_id_suggests_close_ids():
         make_env("CartPole-v7", training=True)
     with pytest.raises(UsageError, match="PongNoFrameskip-v4"):
         make_env("PongNoFrameskip-v3x", training=True)
+
+
+class Rewards(gym.Env):
+    """Pays the given rewards in turn, one per step, never ending."""
+
+    observation_space, action_space = gym.spaces.Box(-1.0, 1.0, (1,)), gym.spaces.Discrete(2)
+
+    def __init__(self, rewards):
+        self.rewards = iter(rewards)
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), next(self.rewards), False, False, {}
+
+
+def test_normalize_reward_keeps_a_nan_reward_out_of_its_statistics():
+    # In gymnasium's wrapper one NaN poisons the running return for good; here it passes through (the update that
+    # sees it is skipped) and the rewards after it are scaled as if it had never come.
+    rewards = [1.0, 2.0, float("nan"), 3.0, -1.0]
+    with_nan, without = NormalizeReward(Rewards(rewards)), NormalizeReward(Rewards(rewards[:2] + rewards[3:]))
+    seen = [with_nan.step(0)[1] for _ in rewards]
+    expected = [without.step(0)[1] for _ in range(4)]
+    assert np.isnan(seen[2]) and np.all(np.isfinite(seen[:2] + seen[3:]))
+    np.testing.assert_allclose(seen[:2] + seen[3:], expected)
+    # and with finite rewards it is gymnasium's: R <- gamma R + r, each reward over sqrt(var(R) + eps)
+    theirs = gym.wrappers.NormalizeReward(Rewards(rewards[:2] + rewards[3:]))
+    np.testing.assert_array_equal(expected, [theirs.step(0)[1] for _ in range(4)])
 
 
 def test_resize_keeps_every_single_pixel_visible():

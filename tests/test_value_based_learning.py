@@ -19,8 +19,11 @@ from conftest import LEARNING_SEED, ROOT, evaluation_means
 # - n-step Q: an evaluation of 500 and a final one of 500 in all 25; but its final policy can swing (a CI run once
 #   ended at 192.2, and one of eight earlier runs at 299.5), so its final bar is far above the untrained one (about 9);
 # - one-step Q: a best of 499.7-500 and a final of 455.2-500 (one run below 499.6);
-# - Sarsa: a best of 498.8-500 and a final of 498.1-500.
-# Every test asks for an evaluation of 475; the one-step methods' final bar is 300.
+# - Sarsa, its preset with rewards scaled (benchmarks/results/learning_tests_normalize_reward_sarsa/): a best of
+#   496.2-500 and a final of 460-500 on seed 1 (15 runs); on seeds 2-11 a best of 472.6-500 (seed 5 below 475) and a
+#   final of 424.2-500. Its policy hovers at 430-500 rather than holding 500 (before it scaled rewards: a best of
+#   498.8-500 and a final of 498.1-500 in 25 runs), so its test asks for the preset's goal, an evaluation of 400.
+# n-step Q and one-step Q ask for an evaluation of 475; the one-step methods' final bar is 300.
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--seed", LEARNING_SEED, "--eval-interval", "50000"]
 
 pytestmark = pytest.mark.slow  # learning runs: the full suite only
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.slow  # learning runs: the full suite only
 @pytest.mark.parametrize("module, best, final", [
     (nq, 475, 100),
     (oq, 475, 300),
-    (sarsa, 475, 300),
+    (sarsa, 400, 300),
 ], ids=lambda m: getattr(m, "SCRIPT", None))
 def test_value_based_script_learns_cartpole_with_its_preset(tmp_path, module, best, final):
     result = subprocess.run([sys.executable, os.path.join(ROOT, module.SCRIPT), *COMMON, "--run-dir", str(tmp_path)],

@@ -88,12 +88,13 @@ class Args:
 # given always wins. atari: the n-step Q Pong screening in docs/atari.md (standardised frames and epsilon annealed
 # over 250k steps, not 1M, mattered most). vector (Discrete actions): a budget and schedules that fit classic
 # control, where epsilon annealed over 4M frames would still act at random at the end, and 20-step segments (with
-# the paper's 5, 1-3 of 5 CartPole seeds ended below 400 in 250k-300k steps); docs/presets.md.
+# the paper's 5, 1-3 of 5 CartPole seeds ended below 400 in 250k-300k steps), with rewards scaled (without, Acrobot
+# stayed near -440); docs/presets.md.
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, epsilon_finals=(0.01, 0.1),
                   standardize_frames=True, center_init=True),
-    "vector": dict(total_timesteps=300_000, learning_rate=1e-3, t_max=20, target_update_interval=500,
-                   epsilon_anneal_steps=20_000, eval_interval=10_000),
+    "vector": dict(total_timesteps=300_000, learning_rate=2e-3, t_max=20, target_update_interval=500,
+                   epsilon_anneal_steps=20_000, normalize_reward=True, eval_interval=10_000),
 }
 
 

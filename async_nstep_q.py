@@ -87,12 +87,13 @@ class Args:
 # What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
 # given always wins. atari: the n-step Q Pong screening in docs/atari.md (standardised frames and epsilon annealed
 # over 250k steps, not 1M, mattered most). vector (Discrete actions): a budget and schedules that fit classic
-# control, where epsilon annealed over 4M frames would still act at random at the end; docs/presets.md.
+# control, where epsilon annealed over 4M frames would still act at random at the end, with rewards scaled and
+# 256-unit layers (without, Acrobot stayed at -500); docs/presets.md.
 PRESETS = {
     "atari": dict(learning_rate=2e-4, rms_eps=1e-5, epsilon_anneal_steps=250_000, epsilon_finals=(0.01, 0.1),
                   standardize_frames=True, center_init=True),
-    "vector": dict(total_timesteps=200_000, learning_rate=3e-3, target_update_interval=1000,
-                   epsilon_anneal_steps=20_000, eval_interval=10_000),
+    "vector": dict(total_timesteps=300_000, learning_rate=5e-3, target_update_interval=500, hidden_sizes=(256, 256),
+                   epsilon_anneal_steps=20_000, normalize_reward=True, eval_interval=10_000),
 }
 
 

@@ -1,7 +1,6 @@
 """The Atari figure and table of docs/atari.md: a panel per game (the paper's Figure 1 layout),
 evaluation score against frames, a line per method and seed, the published scores marked.
 
-    pip install -r benchmarks/requirements.txt
     python benchmarks/atari.py --output benchmarks/results/atari.png \
         --runs "a3c.py=benchmarks/results/atari/*/a3c/seed*" "n-step Q=benchmarks/results/atari/*/nstep_q/seed*"
 

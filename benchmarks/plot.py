@@ -1,6 +1,5 @@
 """Learning curves from progress.csv files: mean and spread over seeds, against steps and wall time.
 
-    pip install -r benchmarks/requirements.txt
     python benchmarks/plot.py --title "CartPole-v1, 2 workers on 2 cores" --output cartpole.png \
         --runs "a3c.py=benchmarks/results/cartpole/a3c/seed*" "SB3 A2C=benchmarks/results/cartpole/sb3/seed*"
 

@@ -93,7 +93,7 @@ def plot(records, args, path):
     try:
         import matplotlib
     except ImportError:  # the runs and summary.json need no plotting library
-        print("matplotlib is not installed (pip install -r benchmarks/requirements.txt): no robustness.png")
+        print("matplotlib is not installed (pip install -r requirements.txt): no robustness.png")
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

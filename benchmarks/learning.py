@@ -4,25 +4,26 @@
         --out-dir benchmarks/results/cartpole/a3c --reference-score 475 \
         --script-flags="--num-workers 2 --total-timesteps 60000 --learning-rate 7e-3 --entropy-coef 0"
 
-Each seed runs one after the other (each uses the cores it is given) in <out-dir>/seed<S>,
-which keeps the script's own run directory: progress.csv (the curve), eval.json (the final
-score), config.json. <out-dir>/summary.json gathers, per seed, the final evaluation, the wall
-time and steps of the run, and the wall time and steps at which the curve first reached
---reference-score (see first_reaching). Draw the curves with benchmarks/plot.py.
+Each seed trains in <out-dir>/seed<S>, the script's own run directory (progress.csv: the curve, eval.json: the final
+score, config.json), through benchmarks/grid.py: one seed after the other unless --concurrent or --ray-address say
+otherwise, a finished seed skipped and an unfinished one resumed when the command is repeated. <out-dir>/summary.json
+gathers, per seed, the final evaluation, the wall time and steps of the run, and the wall time and steps at which
+the curve first reached --reference-score (see first_reaching). Draw the curves with benchmarks/plot.py.
 """
 
 import csv
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grid import Run, run_grid  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +42,10 @@ class Args:
     """report when each run's training return first reaches this"""
     column: str = "episodic_return"
     """progress.csv column the reference applies to (episodic_return or eval_return_mean)"""
+    concurrent: int = 1
+    """seeds trained at once on this machine (wall times are only comparable between runs alone)"""
+    ray_address: Optional[str] = None
+    """run the seeds as Ray tasks on this cluster (benchmarks/grid.py)"""
 
 
 def read_curve(progress_csv, column="episodic_return"):
@@ -71,35 +76,36 @@ def first_reaching(steps, seconds, values, reference):
     return (float(steps[hits[0]]), float(seconds[hits[0]])) if len(hits) else (None, None)
 
 
-def run_seed(args, seed):
-    run_dir = os.path.join(args.out_dir, f"seed{seed}")
-    command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-               "--run-dir", run_dir, *shlex.split(args.script_flags)]
-    print(" ".join(command), flush=True)
-    start = time.time()
-    process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if process.returncode != 0:  # the progress bar is on stderr too: show only its end
-        sys.exit(f"exit status {process.returncode}:\n{process.stderr[-3000:]}")
-    wall = time.time() - start
-    with open(os.path.join(run_dir, "eval.json")) as f:
+def result_of(args, run):
+    """A finished run's line of summary.json: its final evaluation, its wall time (grid.json's, summed over
+    resumes) and, with --reference-score, when it first reached it."""
+    with open(os.path.join(run.run_dir, "eval.json")) as f:
         final = json.load(f)
-    steps, seconds, values = read_curve(os.path.join(run_dir, "progress.csv"), args.column)
-    result = {"seed": seed, "final_eval_mean": final["mean"], "final_eval_std": final["std"],
+    record_path = os.path.join(run.run_dir, "grid.json")
+    wall = json.load(open(record_path))["seconds"] if os.path.exists(record_path) else None  # older runs: none
+    steps, seconds, values = read_curve(os.path.join(run.run_dir, "progress.csv"), args.column)
+    result = {"seed": run.seed, "final_eval_mean": final["mean"], "final_eval_std": final["std"],
               "global_step": final["global_step"], "wall_seconds": wall}
     if args.reference_score is not None:
         result["steps_to_reference"], result["seconds_to_reference"] = first_reaching(
             steps, seconds, values, args.reference_score)
-    print(json.dumps(result), flush=True)
     return result
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    os.makedirs(args.out_dir, exist_ok=True)
-    results = [run_seed(args, seed) for seed in args.seeds]
+    runs = [Run(args.script, args.env_id, seed, tuple(shlex.split(args.script_flags)),
+                os.path.join(args.out_dir, f"seed{seed}")) for seed in args.seeds]
+    records = run_grid(runs, args.concurrent, args.ray_address)
+    failed = [run.run_dir for run, record in records.items() if record and record["returncode"] != 0]
+    if failed:
+        sys.exit(f"learning.py: failed: {', '.join(failed)} (their grid.json has the end of stderr)")
+    results = [result_of(args, run) for run in runs]
     summary = {"script": args.script, "env_id": args.env_id, "script_flags": args.script_flags,
                "reference_score": args.reference_score, "column": args.column, "cpu_count": os.cpu_count(),
-               "runs": results, "final_eval_mean_over_seeds": float(np.mean([r["final_eval_mean"] for r in results]))}
+               "concurrent": args.concurrent, "runs": results,
+               "final_eval_mean_over_seeds": float(np.mean([r["final_eval_mean"] for r in results]))}
+    os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"{args.script} on {args.env_id}: final evaluation per seed "

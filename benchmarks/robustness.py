@@ -7,9 +7,10 @@
 Run i (0, 1, ...) draws its learning rate from LogUniform(--lr-low, --lr-high) with a generator seeded by i, and
 trains with --seed base + i, so with fresh initial weights (Figure 2 and the supplement's robustness figures). Run i
 uses the same rate and seed for every optimizer: the optimizers are compared on the same draws. The runs go one
-after the other, each on the cores --script-flags give it, in <out-dir>/<optimizer>/run<i>, the script's own run
-directory. A run with an eval.json is finished and skipped when the command is repeated, so an interrupted
-experiment continues where it stopped (an unfinished run starts again). <out-dir>/summary.json holds each run's
+after the other (--concurrent or --ray-address: benchmarks/grid.py), each on the cores --script-flags give it, in
+<out-dir>/<optimizer>/run<i>, the script's own run directory. A run with an eval.json is finished and skipped when
+the command is repeated, so an interrupted experiment continues where it stopped (an unfinished run resumes from
+its checkpoint). <out-dir>/summary.json holds each run's
 rate, seed, final evaluation and best periodic evaluation, and per optimizer the fraction of runs whose final
 evaluation reaches --threshold and the range of rates those runs had; <out-dir>/robustness.png draws final score
 against learning rate (log axis, a colour per optimizer) beside the scores sorted from best to worst.
@@ -18,16 +19,15 @@ against learning rate (log axis, a colour per optimizer) beside the scores sorte
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grid import Run, run_grid  # noqa: E402
 from learning import read_curve  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +45,8 @@ class Args:
     base_seed: int = 1000  # run i trains with --seed base_seed + i
     threshold: float = 475.0  # the score a run must reach in its final evaluation to count as solved
     script_flags: str = ""  # the script's other flags, as one string (budget, workers)
+    concurrent: int = 1  # runs at once on this machine (benchmarks/grid.py)
+    ray_address: Optional[str] = None  # run them as Ray tasks on this cluster (benchmarks/grid.py)
 
 
 def learning_rate(run, low, high):
@@ -52,30 +54,30 @@ def learning_rate(run, low, high):
     return float(np.exp(np.random.default_rng(run).uniform(np.log(low), np.log(high))))
 
 
-def run_once(args, optimizer, run):
-    """Train run `run` with `optimizer` unless its eval.json exists; returns its record for summary.json."""
-    run_dir = os.path.join(args.out_dir, optimizer, f"run{run}")
-    lr, seed = learning_rate(run, args.lr_low, args.lr_high), args.base_seed + run
-    if not os.path.exists(os.path.join(run_dir, "eval.json")):
-        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
-        command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-                   "--learning-rate", repr(lr), "--optimizer", optimizer, "--run-dir", run_dir,
-                   *shlex.split(args.script_flags)]
-        print(" ".join(command), flush=True)
-        start = time.time()
-        process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if process.returncode == 1 and "non-finite" in process.stderr:  # diverged: a score of its own, not a crash
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, "eval.json"), "w") as f:
-                json.dump({"mean": None, "diverged": True}, f)
-        elif process.returncode != 0:
-            sys.exit(f"exit status {process.returncode}:\n{process.stderr[-3000:]}")
-        print(f"  {time.time() - start:.0f} s", flush=True)
-    with open(os.path.join(run_dir, "eval.json")) as f:
+def grid_runs(args):
+    """{(optimizer, i): its Run}: run i of every optimizer, then run i + 1 (drift in the machine hits all alike)."""
+    runs = {}
+    for i in range(args.runs):
+        for optimizer in args.optimizers:
+            flags = ("--learning-rate", repr(learning_rate(i, args.lr_low, args.lr_high)), "--optimizer", optimizer,
+                     *shlex.split(args.script_flags))
+            runs[optimizer, i] = Run(args.script, args.env_id, args.base_seed + i, flags,
+                                     os.path.join(args.out_dir, optimizer, f"run{i}"))
+    return runs
+
+
+def record_of(args, optimizer, i, run, grid_record):
+    """Run i's line of summary.json. A run that diverged (exit 1, non-finite values) is a score of its own, not a
+    crash: it gets an eval.json of its own, so that a rerun skips it too."""
+    if grid_record and grid_record["returncode"] == 1 and "non-finite" in grid_record["stderr_tail"]:
+        with open(os.path.join(run.run_dir, "eval.json"), "w") as f:
+            json.dump({"mean": None, "diverged": True}, f)
+    with open(os.path.join(run.run_dir, "eval.json")) as f:
         final = json.load(f)["mean"]
-    evaluations = read_curve(os.path.join(run_dir, "progress.csv"), "eval_return_mean")[2] if final is not None else []
-    return {"optimizer": optimizer, "run": run, "seed": seed, "learning_rate": lr, "final": final,
-            "best": float(np.max(evaluations)) if len(evaluations) else final}
+    progress = os.path.join(run.run_dir, "progress.csv")
+    evaluations = read_curve(progress, "eval_return_mean")[2] if final is not None else []
+    return {"optimizer": optimizer, "run": i, "seed": run.seed, "learning_rate": learning_rate(i, args.lr_low,
+            args.lr_high), "final": final, "best": float(np.max(evaluations)) if len(evaluations) else final}
 
 
 def summarize(records, threshold):
@@ -118,19 +120,23 @@ def plot(records, args, path):
 
 def main():
     args = tyro.cli(Args)
-    records = []
-    for run in range(args.runs):  # run i of every optimizer, then run i + 1: drift in the machine hits all alike
-        for optimizer in args.optimizers:
-            records.append(run_once(args, optimizer, run))
-            summary = {"script": args.script, "env_id": args.env_id, "lr_range": [args.lr_low, args.lr_high],
-                       "threshold": args.threshold, "script_flags": args.script_flags,
-                       "optimizers": summarize(records, args.threshold), "runs": records}
-            with open(os.path.join(args.out_dir, "summary.json"), "w") as f:  # after every run: usable meanwhile
-                json.dump(summary, f, indent=2)
+    runs = grid_runs(args)
+    records = run_grid(list(runs.values()), args.concurrent, args.ray_address)
+    failed = [f"{run.run_dir}:\n{record['stderr_tail'][-1000:]}" for run, record in records.items()
+              if record and record["returncode"] != 0 and "non-finite" not in record["stderr_tail"]]
+    if failed:
+        sys.exit("robustness.py: failed: " + "\n".join(failed))
+    results = [record_of(args, optimizer, i, run, records[run]) for (optimizer, i), run in runs.items()]
+    summary = {"script": args.script, "env_id": args.env_id, "lr_range": [args.lr_low, args.lr_high],
+               "threshold": args.threshold, "script_flags": args.script_flags,
+               "optimizers": summarize(results, args.threshold), "runs": results}
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     for optimizer, result in summary["optimizers"].items():
         print(f"{optimizer}: {result['solved']}/{result['runs']} reach {args.threshold:g}; "
               f"rates that do: {result['solved_lr_range']}")
-    plot(records, args, os.path.join(args.out_dir, "robustness.png"))
+    plot(results, args, os.path.join(args.out_dir, "robustness.png"))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from aggregate import iqm, optimality_gap, sample_efficiency, stratified_bootstrap  # noqa: E402
+from aggregate import Args, iqm, main, optimality_gap, sample_efficiency, stratified_bootstrap  # noqa: E402
 
 PONG = -20.7, 14.6  # random and human (benchmarks/human_normalized.py)
 
@@ -102,3 +102,13 @@ def test_aggregate_py_refuses_what_it_cannot_aggregate(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and message in result.stderr, (message, result.stderr[-2000:])
         assert not os.path.exists(tmp_path / "out")
+
+
+def test_one_task_aggregates_raw_and_one_run_per_task_gets_no_interval(tmp_path, capsys):
+    write_run(tmp_path / "a" / "seed1", "CartPole-v1", 250.0, [(1000, 300.0), (2000, 250.0)])
+    main(Args(runs=(f"x={tmp_path}/a/seed*",), out_dir=str(tmp_path / "out"), repetitions=10))
+    result = json.load(open(tmp_path / "out" / "aggregate.json"))
+    assert result["scores"] == "raw"
+    assert result["methods"]["x"]["final"]["IQM"] == {"value": 250.0, "ci95": None}
+    assert result["methods"]["x"]["best"]["median"] == {"value": 300.0, "ci95": None}
+    assert "| x | final | 250 | 250 | 250 |" in capsys.readouterr().out

@@ -3,15 +3,16 @@ the Statistical Precipice"): interquartile mean, mean, median and optimality gap
 intervals, a performance profile and a sample-efficiency curve.
 
     python benchmarks/aggregate.py --out-dir benchmarks/results/atari/aggregate --runs \
-        "a3c.py=benchmarks/results/atari/a3c/*/seed*" "n-step Q=benchmarks/results/atari/nstep/*/seed*"
+        "a3c.py=benchmarks/results/atari/*/a3c/seed1" "a3c.py=benchmarks/results/pong/preset/seed1"
 
 Each --runs entry is LABEL=GLOB, the glob matching run directories (config.json, eval.json, progress.csv) of one
-method on any number of tasks; a run's task is its config.json's env_id, and every task of a method needs the same
-number of runs (the bootstrap resamples runs within each task). Scores: the final evaluation (eval.json's mean) and
-the best evaluation in progress.csv. Atari scores are human-normalised (benchmarks/human_normalized.py); other tasks
-take a reference with --reference ENV=LOW:HIGH, normalised as (score - LOW) / (HIGH - LOW), or are aggregated raw
-when every run of the grid is on that one task. Writes aggregate.md (the table), aggregate.json,
-performance_profile.png and sample_efficiency.png (IQM of the evaluations against frames) under --out-dir.
+method on any number of tasks (a label given twice gathers both globs); a run's task is its config.json's env_id,
+and every task of a method needs the same number of runs (the bootstrap resamples runs within each task). Scores:
+the final evaluation (eval.json's mean) and the best evaluation in progress.csv. Atari scores are human-normalised
+(benchmarks/human_normalized.py); other tasks take a reference with --reference ENV=LOW:HIGH, normalised as
+(score - LOW) / (HIGH - LOW), or are aggregated raw when every run of the grid is on that one task. Writes
+aggregate.md (the table), aggregate.json, performance_profile.png and sample_efficiency.png (IQM of the evaluations
+against frames) under --out-dir.
 
 The statistics are rliable's definitions, computed here with numpy: IQM is the mean of the middle half of all
 run x task scores (scipy.stats.trim_mean at 0.25), the optimality gap the mean shortfall below 1
@@ -37,7 +38,7 @@ from learning import read_curve  # noqa: E402
 @dataclass
 class Args:
     runs: tuple[str, ...]
-    """LABEL=GLOB entries, one per method"""
+    """LABEL=GLOB entries; a label given twice gathers both globs"""
     out_dir: str = "aggregate"
     reference: tuple[str, ...] = ()
     """ENV=LOW:HIGH per non-Atari task: its score normalised as (score - LOW) / (HIGH - LOW)"""
@@ -86,16 +87,18 @@ def normalizer(env_id, references):
     return None
 
 
-def load_runs(label, pattern):
-    """{env_id: [run directory, ...]} of one method."""
+def load_runs(label, patterns):
+    """{env_id: [run directory, ...]} of one method, from its globs."""
     tasks = {}
-    for run_dir in sorted(glob.glob(pattern)):
-        if not os.path.isfile(os.path.join(run_dir, "eval.json")):
-            raise SystemExit(f"aggregate.py: {run_dir} has no eval.json (an unfinished run?)")
-        with open(os.path.join(run_dir, "config.json")) as f:
-            tasks.setdefault(json.load(f)["env_id"], []).append(run_dir)
-    if not tasks:
-        raise SystemExit(f"aggregate.py: --runs {label}={pattern} matches no run directory")
+    for pattern in patterns:
+        run_dirs = sorted(glob.glob(pattern))
+        if not run_dirs:
+            raise SystemExit(f"aggregate.py: --runs {label}={pattern} matches no run directory")
+        for run_dir in run_dirs:
+            if not os.path.isfile(os.path.join(run_dir, "eval.json")):
+                raise SystemExit(f"aggregate.py: {run_dir} has no eval.json (an unfinished run?)")
+            with open(os.path.join(run_dir, "config.json")) as f:
+                tasks.setdefault(json.load(f)["env_id"], []).append(run_dir)
     counts = {env_id: len(dirs) for env_id, dirs in tasks.items()}
     if len(set(counts.values())) > 1:
         raise SystemExit(f"aggregate.py: {label} has different numbers of runs per task {counts}: the stratified "
@@ -122,10 +125,11 @@ def main(args):
         if not env_id or low is None or low == high:
             raise SystemExit(f"aggregate.py: --reference {entry!r} is not ENV=LOW:HIGH with LOW != HIGH")
         references[env_id] = (low, high)
-    methods = {}
+    patterns = {}  # a label given twice gathers both globs
     for entry in args.runs:
         label, _, pattern = entry.partition("=")
-        methods[label] = load_runs(label, pattern)
+        patterns.setdefault(label, []).append(pattern)
+    methods = {label: load_runs(label, globs) for label, globs in patterns.items()}
     env_ids = sorted({env_id for tasks in methods.values() for env_id in tasks})
     norms = {env_id: normalizer(env_id, references) for env_id in env_ids}
     raw = [env_id for env_id, norm in norms.items() if norm is None]

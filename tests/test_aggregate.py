@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from aggregate import Args, iqm, main, optimality_gap, sample_efficiency, stratified_bootstrap  # noqa: E402
 

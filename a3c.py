@@ -16,6 +16,7 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -73,7 +74,8 @@ class Args:
     log_std_init: float = 0.0  # with --state-independent-std: the log std's starting value
     normalize_obs: bool = False  # standardise vector observations with running statistics of all workers
     normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
-    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
+    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<exp-name>__<seed>__<time>)
+    exp_name: str = SCRIPT[:-3]  # the experiment's name: in the default run directory and the W&B run's name
     eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
     eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
     eval_greedy: bool = False  # act greedily in evaluation instead of sampling (a greedy policy can get stuck)
@@ -87,6 +89,9 @@ class Args:
     checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
     resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
     capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
+    track: bool = False  # log to Weights & Biases too (pip install wandb; WANDB_MODE=offline needs no network)
+    wandb_project_name: str = "async-rl"  # the W&B project, with --track
+    wandb_entity: str | None = None  # the W&B team or user, with --track (default: your account's default)
 
 
 # What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
@@ -470,6 +475,12 @@ def parse_args():
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
             raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
                              "--optimizer and --num-workers it was trained with")
+    if args.track:  # the optional dependency, checked before anything is written
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UsageError("--track logs to Weights & Biases, which is not installed: pip install wandb==0.31.0, "
+                             "or leave out --track") from None
     for name in ("num_workers", "total_timesteps", "t_max", "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
@@ -545,7 +556,7 @@ def make_run_dir(args, sources):
     """The run's own directory, with config.json; sets args.run_dir. --eval-only gets one of its own too: it
     never writes into the training run it evaluates."""
     kind = "eval__" if args.eval_only else ""
-    args.run_dir = args.run_dir or (f"runs/{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{kind}{args.seed}__"
+    args.run_dir = args.run_dir or (f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__{kind}{args.seed}__"
                                     f"{int(time.time())}")
     held = any(os.path.exists(os.path.join(args.run_dir, name)) for name in ("progress.csv", "eval.json"))
     if held and not args.resume:  # never mix two runs' data, nor replace a run's results
@@ -568,6 +579,8 @@ def remove_run_files(run_dir):
     for name in os.listdir(run_dir):
         if name in ("config.json", "progress.csv") or name.startswith("events.out.tfevents"):
             os.remove(os.path.join(run_dir, name))
+        elif name == "wandb":  # --track's offline files
+            shutil.rmtree(os.path.join(run_dir, name))
     if not os.listdir(run_dir):
         os.rmdir(run_dir)
 
@@ -659,7 +672,7 @@ class Progress:
         "episodic_length": "charts/episodic_length", "policy_loss": "losses/policy_loss",
         "value_loss": "losses/value_loss", "entropy": "losses/entropy", "skipped_updates": "losses/skipped_updates"}
 
-    def __init__(self, run_dir, args, sources, global_step, seconds, max_entropy=None):
+    def __init__(self, run_dir, args, sources, global_step, seconds, max_entropy=None, wandb_id=None):
         path, columns = os.path.join(run_dir, "progress.csv"), list(self.COLUMNS)
         if os.path.exists(path):  # a resumed run appends under the header its file has
             with open(path) as f:
@@ -669,6 +682,13 @@ class Progress:
         if self.file.tell() == 0:
             self.csv.writeheader()
         self.args, self.frames_per_step = args, frames_per_step(args.env_id)  # frames = steps x the frame skip
+        self.wandb = None
+        if args.track:  # before the writer: W&B then mirrors the TensorBoard scalars under the same keys
+            import wandb
+            wandb.tensorboard.patch(root_logdir=run_dir, save=False)
+            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, dir=run_dir,
+                                    name=os.path.basename(os.path.abspath(run_dir)), id=wandb_id, resume="allow",
+                                    config=dataclasses.asdict(args), save_code=True)  # a resumed run: its own id
         self.writer = SummaryWriter(run_dir)
         self.writer.add_text("hyperparameters", "| flag | value | from |\n|---|---|---|\n" + "\n".join(
             f"| --{name.replace('_', '-')} | {value} | {sources[name]} |" for name, value in vars(args).items()))
@@ -769,9 +789,13 @@ class Progress:
         self.bar.set_postfix({key: f"{values[key]:.4g}" for key in ("sps", "episodic_return", "eval_return_mean")
                               if key in values})
 
-    def close(self):
+    def close(self, exit_code=0):
         self.bar.close()  # closed already where a line was printed after it: a no-op then
         self.writer.close()
+        if self.wandb is not None:  # after the writer, whose last scalars it syncs; a failed run is marked so
+            import wandb
+            self.wandb.finish(exit_code=exit_code)
+            wandb.tensorboard.unpatch()  # a later writer in this process is not W&B's
         self.file.close()
 
 
@@ -810,11 +834,12 @@ def train(args, ckpt, sources):
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state |= shared.state_dict()
+            state |= shared.state_dict() | {"wandb_id": progress.wandb and progress.wandb.id}
         save_atomic(state, os.path.join(run_dir, name))
 
     max_entropy = None if model.continuous else float(np.log(model.policy.out_features))  # a uniform policy's
-    progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start, max_entropy)
+    progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start, max_entropy,
+                        (ckpt or {}).get("wandb_id"))
     processes, last_checkpoint, failure = Processes(args, shared, ctx), time.time(), None
     try:
         while not received and not processes.finished() and not progress.reached:
@@ -833,8 +858,9 @@ def train(args, ckpt, sources):
     step, seconds = shared.global_step(), time.time() - start
     progress.bar.close()  # first: on a terminal, a line printed below an open bar is glued to it
     if failure is not None or received:
+        code = 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
         progress.last(step, seconds)
-        progress.close()
+        progress.close(code)
         if isinstance(failure, RunDiverged):  # the model may have gone bad: keep the last periodic checkpoint instead
             outcome = f"{failure}\nthe last good checkpoint (if one was written) is in {run_dir}"
         elif received and ckpt is None and step == 0:  # nothing learned: leave nothing that looks like a run
@@ -845,7 +871,7 @@ def train(args, ckpt, sources):
             outcome = (f"{failure}\ncheckpoint saved in {run_dir}; continue with --resume" if failure else
                        f"interrupted at step {step}; checkpoint saved in {run_dir}")
         print(f"{SCRIPT}: {outcome}", file=sys.stderr)
-        return 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
+        return code
     checkpoint("checkpoint.pt")
     checkpoint("model.pt")
     progress.last(step, seconds, final_evaluation(args, model, run_dir, step)["returns"])

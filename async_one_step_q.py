@@ -16,6 +16,7 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -68,7 +69,8 @@ class Args:
     network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
     hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations
     normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
-    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<script>__<seed>__<time>)
+    run_dir: str | None = None  # where the run writes everything (default runs/<env>__<exp-name>__<seed>__<time>)
+    exp_name: str = SCRIPT[:-3]  # the experiment's name: in the default run directory and the W&B run's name
     eval_interval: int = 250_000  # evaluate every this many global steps, in a separate process
     eval_episodes: int = 10  # episodes per evaluation (whole games with real rewards on Atari)
     eval_epsilon: float = 0.05  # epsilon of the epsilon-greedy evaluation policy (a small one, as in DQN's)
@@ -82,6 +84,9 @@ class Args:
     checkpoint: str | None = None  # model.pt or checkpoint.pt for --eval-only
     resume: str | None = None  # checkpoint.pt of a run to continue; flags not given again keep the run's values
     capture_video: bool = False  # record the final evaluation's episodes under <run-dir>/videos
+    track: bool = False  # log to Weights & Biases too (pip install wandb; WANDB_MODE=offline needs no network)
+    wandb_project_name: str = "async-rl"  # the W&B project, with --track
+    wandb_entity: str | None = None  # the W&B team or user, with --track (default: your account's default)
 
 
 # What each family of environments (common.env_family) changes in Args' defaults, the paper's Atari values; a flag
@@ -423,6 +428,12 @@ def parse_args():
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):
             raise UsageError(f"{path} holds {written[0]} statistics for {written[1]} worker(s): resume with the "
                              "--optimizer and --num-workers it was trained with")
+    if args.track:  # the optional dependency, checked before anything is written
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UsageError("--track logs to Weights & Biases, which is not installed: pip install wandb==0.31.0, "
+                             "or leave out --track") from None
     for name in ("num_workers", "total_timesteps", "t_max", "target_update_interval", "epsilon_anneal_steps",
                  "eval_interval", "eval_episodes", "eval_max_steps"):
         if getattr(args, name) < 1:
@@ -496,7 +507,7 @@ def make_run_dir(args, sources):
     """The run's own directory, with config.json; sets args.run_dir. --eval-only gets one of its own too: it
     never writes into the training run it evaluates."""
     kind = "eval__" if args.eval_only else ""
-    args.run_dir = args.run_dir or (f"runs/{args.env_id.replace('/', '_')}__{SCRIPT[:-3]}__{kind}{args.seed}__"
+    args.run_dir = args.run_dir or (f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__{kind}{args.seed}__"
                                     f"{int(time.time())}")
     held = any(os.path.exists(os.path.join(args.run_dir, name)) for name in ("progress.csv", "eval.json"))
     if held and not args.resume:  # never mix two runs' data, nor replace a run's results
@@ -519,6 +530,8 @@ def remove_run_files(run_dir):
     for name in os.listdir(run_dir):
         if name in ("config.json", "progress.csv") or name.startswith("events.out.tfevents"):
             os.remove(os.path.join(run_dir, name))
+        elif name == "wandb":  # --track's offline files
+            shutil.rmtree(os.path.join(run_dir, name))
     if not os.listdir(run_dir):
         os.rmdir(run_dir)
 
@@ -610,7 +623,7 @@ class Progress:
         "episodic_length": "charts/episodic_length", "td_loss": "losses/td_loss", "q_values": "losses/q_values",
         "epsilon": "charts/epsilon", "skipped_updates": "losses/skipped_updates"}
 
-    def __init__(self, run_dir, args, sources, global_step, seconds):
+    def __init__(self, run_dir, args, sources, global_step, seconds, wandb_id=None):
         path, columns = os.path.join(run_dir, "progress.csv"), list(self.COLUMNS)
         if os.path.exists(path):  # a resumed run appends under the header its file has
             with open(path) as f:
@@ -620,6 +633,13 @@ class Progress:
         if self.file.tell() == 0:
             self.csv.writeheader()
         self.args, self.frames_per_step = args, frames_per_step(args.env_id)  # frames = steps x the frame skip
+        self.wandb = None
+        if args.track:  # before the writer: W&B then mirrors the TensorBoard scalars under the same keys
+            import wandb
+            wandb.tensorboard.patch(root_logdir=run_dir, save=False)
+            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, dir=run_dir,
+                                    name=os.path.basename(os.path.abspath(run_dir)), id=wandb_id, resume="allow",
+                                    config=dataclasses.asdict(args), save_code=True)  # a resumed run: its own id
         self.writer = SummaryWriter(run_dir)
         self.writer.add_text("hyperparameters", "| flag | value | from |\n|---|---|---|\n" + "\n".join(
             f"| --{name.replace('_', '-')} | {value} | {sources[name]} |" for name, value in vars(args).items()))
@@ -698,9 +718,13 @@ class Progress:
         self.bar.set_postfix({key: f"{values[key]:.4g}" for key in ("sps", "episodic_return", "eval_return_mean")
                               if key in values})
 
-    def close(self):
+    def close(self, exit_code=0):
         self.bar.close()  # closed already where a line was printed after it: a no-op then
         self.writer.close()
+        if self.wandb is not None:  # after the writer, whose last scalars it syncs; a failed run is marked so
+            import wandb
+            self.wandb.finish(exit_code=exit_code)
+            wandb.tensorboard.unpatch()  # a later writer in this process is not W&B's
         self.file.close()
 
 
@@ -739,10 +763,10 @@ def train(args, ckpt, sources):
         state = {"script": SCRIPT, "args": dataclasses.asdict(args), "global_step": shared.global_step(),
                  "seconds": time.time() - start, "model": model.state_dict()}
         if name == "checkpoint.pt":
-            state |= shared.state_dict()
+            state |= shared.state_dict() | {"wandb_id": progress.wandb and progress.wandb.id}
         save_atomic(state, os.path.join(run_dir, name))
 
-    progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start)
+    progress = Progress(run_dir, args, sources, shared.global_step(), time.time() - start, (ckpt or {}).get("wandb_id"))
     processes, last_checkpoint, failure = Processes(args, shared, ctx), time.time(), None
     try:
         while not received and not processes.finished() and not progress.reached:
@@ -761,8 +785,9 @@ def train(args, ckpt, sources):
     step, seconds = shared.global_step(), time.time() - start
     progress.bar.close()  # first: on a terminal, a line printed below an open bar is glued to it
     if failure is not None or received:
+        code = 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
         progress.last(step, seconds)
-        progress.close()
+        progress.close(code)
         if isinstance(failure, RunDiverged):  # the model may have gone bad: keep the last periodic checkpoint instead
             outcome = f"{failure}\nthe last good checkpoint (if one was written) is in {run_dir}"
         elif received and ckpt is None and step == 0:  # nothing learned: leave nothing that looks like a run
@@ -773,7 +798,7 @@ def train(args, ckpt, sources):
             outcome = (f"{failure}\ncheckpoint saved in {run_dir}; continue with --resume" if failure else
                        f"interrupted at step {step}; checkpoint saved in {run_dir}")
         print(f"{SCRIPT}: {outcome}", file=sys.stderr)
-        return 1 if failure else 128 + received[0]  # 130 for SIGINT, 143 for SIGTERM
+        return code
     checkpoint("checkpoint.pt")
     checkpoint("model.pt")
     progress.last(step, seconds, final_evaluation(args, model, run_dir, step)["returns"])

@@ -147,7 +147,8 @@ def run_grid(runs, concurrent=None, ray_address=None):
     records = {run: None for run in runs}
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", dynamic_ncols=True)
     try:
-        for run, record in on_ray(todo, ray_address) if ray_address else locally(todo, concurrent):
+        trained = () if not todo else on_ray(todo, ray_address) if ray_address else locally(todo, concurrent)
+        for run, record in trained:  # nothing left: no pool, no Ray cluster joined
             records[run] = record
             bar.update()
             if record["returncode"] != 0:

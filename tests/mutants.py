@@ -80,6 +80,12 @@ MUTANTS.append(("common.py: NormalizeReward lets a NaN into its statistics", "co
 MUTANTS.append(("common.py: rmsprop_update's multiply-add fused in another order than torch's", "common.py",
                 "square_avg[i] = one_minus_alpha * g * g + square_avg[i] * alpha",
                 "square_avg[i] = square_avg[i] * alpha + one_minus_alpha * g * g", [OPTIMIZERS]))
+TRACKED = "tests/test_output.py::test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline"
+MUTANTS += [
+    ("a3c.py: --track does not mirror TensorBoard's scalars", "a3c.py",
+     "            wandb.tensorboard.patch(root_logdir=run_dir, save=False)\n", "", [TRACKED]),
+    ("a3c.py: --track starts a new W&B run on a resume", "a3c.py", "id=wandb_id,", "id=None,", [TRACKED]),
+]
 for script in VALUE_BASED[:2]:
     MUTANTS.append((f"{script}: play() marks a truncation as terminal", script,
                     "Segment(np.stack(observations), actions, rewards, terminated), obs",

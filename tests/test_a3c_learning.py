@@ -14,7 +14,10 @@ import pytest
 import a3c
 from conftest import LEARNING_SEED, ROOT, evaluation_means
 
-pytestmark = pytest.mark.slow  # learning runs: the full suite only
+# Learning runs: the full suite only, and one at a time (README's command runs the suite on two pytest-xdist
+# workers; every learning test's pass rate was measured alone and beside one busy process, not beside another
+# learning run).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]
 
 
 def train(run_dir, env_id, total_timesteps, *flags):

@@ -1,6 +1,7 @@
 """a3c.py driven as a user drives it: subprocess, tiny budgets, a timeout."""
 
 import csv
+import glob
 import json
 import os
 import re
@@ -122,11 +123,13 @@ def test_eval_only_evaluates_a_saved_model(pong_run, tmp_path):
 @pytest.mark.slow
 def test_resume_continues_the_global_step_and_the_progress_file(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a tracked run (--track) goes on in its own W&B run too
     first = a3c("--env-id", "CartPole-v1", "--num-workers", "2", "--total-timesteps", "3000", "--eval-episodes", "2",
-                "--run-dir", str(run_dir))
+                "--run-dir", str(run_dir), "--track")
     assert first.returncode == 0, first.stderr[-3000:]
     rows_before = read_csv(run_dir / "progress.csv")
-    step_before = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"]
+    before = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    step_before, wandb_id = before["global_step"], before["wandb_id"]
     assert 3000 <= step_before < 3100
     second = a3c("--resume", str(run_dir / "checkpoint.pt"), "--total-timesteps", "6000")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -138,6 +141,7 @@ def test_resume_continues_the_global_step_and_the_progress_file(tmp_path, monkey
     resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert 6000 <= resumed["global_step"] < 6100
     assert resumed["args"]["eval_episodes"] == 2  # flags not given again keep the run's values
+    assert resumed["wandb_id"] == wandb_id and len(glob.glob(str(run_dir / "wandb" / f"offline-run-*-{wandb_id}"))) == 2
     config = (run_dir / "config.json").read_text()
     for flags, message in ((["--env-id", "Acrobot-v1"], "is for CartPole-v1, not Acrobot-v1"),
                            (["--hidden-sizes", "32"], "does not fit this network"), ([], "weights only")):

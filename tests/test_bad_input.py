@@ -1,16 +1,17 @@
 """Bad input, in all four scripts: refused with a UsageError (exit 2 and one line on stderr, which
 test_a3c_script.py checks as a user sees it) before any process starts and before anything is written.
-In-process for speed: each subprocess would import torch."""
+In-process for speed (each subprocess would import torch), but for one subprocess per value-based script."""
 
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import MODULES, ROOT, used_run_dir
+from conftest import MODULES, ROOT, VALUE_BASED, used_run_dir
 
 EVERY_SCRIPT = [  # (flags, the message's telling part), refused alike by all four
     (["--env-id", "CartPole-v7"], "CartPole-v1"),  # a close id is suggested
@@ -73,3 +74,22 @@ def test_bad_input_is_a_usage_error_before_anything_is_written(tmp_path, monkeyp
         module.main()  # the last of a repeated flag wins
     assert "weights_only" not in str(refused.value)  # torch's advice to load a file unsafely is not passed on
     assert not (tmp_path / "runs").exists()  # refused before it made a run directory
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_track_without_wandb_installed_is_a_usage_error_before_anything_is_written(tmp_path, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # then `import wandb` raises ImportError, as when not installed
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [module.SCRIPT, "--env-id", "CartPole-v1", "--track"])
+    with pytest.raises(module.UsageError, match=re.escape("--track logs to Weights & Biases, which is not installed: "
+                                                          "pip install wandb==0.31.0")):
+        module.main()
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("module", VALUE_BASED, ids=lambda m: m.SCRIPT)
+def test_a_value_based_script_run_as_a_user_runs_it_exits_2_on_box_actions_pointing_to_a3c(module):
+    # the exit status and stderr of the script's own __main__ (a3c.py's: test_a3c_script.py)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, module.SCRIPT), "--env-id", "Pendulum-v1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "a3c.py" in result.stderr and "Traceback" not in result.stderr

@@ -1,10 +1,12 @@
 """What a user of any of the four scripts sees: --help with the values that will run, progress.csv rows that each
-measure a speed, the console lines, TensorBoard's hyperparameters page, --stop-at-eval-return, and a3c.py's
-warning when its policy stops exploring."""
+measure a speed, the console lines, TensorBoard's hyperparameters page, --track's W&B run, --stop-at-eval-return,
+and a3c.py's warning when its policy stops exploring."""
 
 import csv
+import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import a3c
 import async_sarsa
-from conftest import MODULES, ROOT, VALUE_BASED
+from conftest import MODULES, ROOT, VALUE_BASED, parsed
 
 
 
@@ -53,9 +55,9 @@ def test_help_after_resume_shows_the_checkpoints_values(monkeypatch, capsys, tmp
     assert "--total-timesteps 1234 --learning-rate 0.0005" in text and "(default: 1234)" in text
 
 
-def new_progress(module, run_dir, **overrides):
+def new_progress(module, run_dir, wandb_id=None, **overrides):
     args = module.Args(env_id="CartPole-v1", total_timesteps=100_000, log_interval=1.0, **overrides)
-    return module.Progress(str(run_dir), args, dict.fromkeys(vars(args), "default"), 0, 0.0)
+    return module.Progress(str(run_dir), args, dict.fromkeys(vars(args), "default"), 0, 0.0, wandb_id=wandb_id)
 
 
 def rows(run_dir):
@@ -106,6 +108,31 @@ def test_tensorboard_gets_the_runs_hyperparameters_as_a_text_page(module, tmp_pa
     text = page.tensor_proto.string_val[0].decode()
     assert "| flag | value | from |" in text and "| --env-id | CartPole-v1 | default |" in text
     assert "| --total-timesteps | 100000 | default |" in text
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_exp_name_names_the_default_run_directory(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for flags, name in (([], module.SCRIPT[:-3]), (["--exp-name", "wider"], "wider")):
+        args, sources = parsed(module, monkeypatch, "--env-id", "ALE/Pong-v5", "--seed", "3", *flags)
+        assert re.fullmatch(rf"runs/ALE_Pong-v5__{name}__3__\d+", module.make_run_dir(args, sources))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)
+def test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline(module, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network: W&B writes its run under <run-dir>/wandb
+    progress = new_progress(module, tmp_path, wandb_id="resumed1", track=True, wandb_project_name="tested")
+    progress.log(10, 1.0)
+    progress.record(1, "episode", (20.0, 20))
+    progress.log(2000, 3.0)
+    progress.last(2000, 3.5, final_returns=[30.0])
+    progress.close()
+    # a resumed run (its id from the checkpoint) logs into its own W&B run again
+    [log] = glob.glob(str(tmp_path / "wandb" / "offline-run-*-resumed1" / "run-resumed1.wandb"))
+    with open(log, "rb") as f:
+        written = f.read()  # W&B's transaction log: its protobuf records hold the keys as plain bytes
+    for key in (b"tested", b"charts/episodic_return", b"charts/SPS", b"charts/learning_rate", b"eval/return_mean"):
+        assert key in written, key
 
 
 def watched(run_dir, rows, total_timesteps=100_000):

@@ -174,13 +174,6 @@ def test_a_run_resumed_with_a_longer_target_interval_still_refreshes_its_target(
 
 
 @pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
-def test_a_box_action_space_points_to_a3c(script):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script.SCRIPT), "--env-id", "Pendulum-v1"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "a3c.py" in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("script", VALUE_BASED, ids=lambda m: m.SCRIPT)
 def test_each_familys_preset_is_the_default_and_a_given_flag_wins(script, monkeypatch):
     preset = script.PRESETS["vector"]
     args, sources = parsed(script, monkeypatch, "--env-id", "CartPole-v1")

@@ -32,7 +32,10 @@ from conftest import LEARNING_SEED, ROOT, evaluation_means
 # n-step Q and one-step Q ask for an evaluation of 475; the one-step methods' final bar is 300.
 COMMON = ["--env-id", "CartPole-v1", "--num-workers", "2", "--seed", LEARNING_SEED, "--eval-interval", "50000"]
 
-pytestmark = pytest.mark.slow  # learning runs: the full suite only
+# Learning runs: the full suite only, and one at a time (README's command runs the suite on two pytest-xdist
+# workers; every learning test's pass rate was measured alone and beside one busy process, not beside another
+# learning run).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]
 
 
 @pytest.mark.parametrize("module, best, final", [

@@ -638,8 +638,8 @@ class Progress:
             import wandb
             wandb.tensorboard.patch(root_logdir=run_dir, save=False)
             self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, dir=run_dir,
-                                    name=os.path.basename(os.path.abspath(run_dir)), id=wandb_id, resume="allow",
-                                    config=dataclasses.asdict(args), save_code=True)  # a resumed run: its own id
+                                    name=f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}", id=wandb_id,
+                                    resume="allow", config=dataclasses.asdict(args), save_code=True)  # resumed: same id
         self.writer = SummaryWriter(run_dir)
         self.writer.add_text("hyperparameters", "| flag | value | from |\n|---|---|---|\n" + "\n".join(
             f"| --{name.replace('_', '-')} | {value} | {sources[name]} |" for name, value in vars(args).items()))

@@ -137,6 +137,8 @@ def main(args):
         raise SystemExit(f"aggregate.py: no reference for {', '.join(raw)}: give --reference ENV=LOW:HIGH, or "
                          "aggregate one task at a time")
     norms = {env_id: norm or (lambda score: score) for env_id, norm in norms.items()}
+    # the optimality gap is the shortfall below 1, a normalised score's target: raw returns have none
+    metrics = {name: metric for name, metric in METRICS.items() if not (raw and name == "optimality gap")}
     rng = np.random.default_rng(args.seed)
     report, curves, finals = {}, {}, {}
     for label, tasks in methods.items():
@@ -148,7 +150,7 @@ def main(args):
             matrix = np.array([[norms[env_id](s[index]) for s in runs[env_id]] for env_id in sorted(runs)]).T
             if kind == "final":
                 finals[label] = matrix
-            for name, metric in METRICS.items():  # one run per task leaves nothing to resample: no interval
+            for name, metric in metrics.items():  # one run per task leaves nothing to resample: no interval
                 ci95 = list(stratified_bootstrap(matrix, metric, args.repetitions, rng)) if len(matrix) > 1 else None
                 report[label][kind][name] = {"value": metric(matrix), "ci95": ci95}
         curves[label] = sample_efficiency(runs, norms, args.points)
@@ -177,11 +179,12 @@ def sample_efficiency(runs, norms, points):
 
 def table(report, normalised):
     """Markdown: the aggregates with their intervals, then each task's raw scores."""
+    names = list(next(iter(report.values()))["final"])  # the metrics computed
     lines = [f"Scores {normalised}; 95% stratified bootstrap intervals in brackets (none with one run per task).",
-             "", "| method | score | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+             "", "| method | score | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for label, result in report.items():
         for kind in ("final", "best"):
-            cells = [f"{m['value']:.3g}" + (f" [{m['ci95'][0]:.3g}, {m['ci95'][1]:.3g}]" if m["ci95"] else "")
+            cells = [number(m["value"]) + (f" [{number(m['ci95'][0])}, {number(m['ci95'][1])}]" if m["ci95"] else "")
                      for m in result[kind].values()]
             lines.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     lines += ["", "| method | task | runs | final, per run | best, per run |", "|---|---|---|---|---|"]
@@ -190,6 +193,11 @@ def table(report, normalised):
             final, best = (", ".join(f"{x:.4g}" for x in scores[kind]) for kind in ("final", "best"))
             lines.append(f"| {label} | {env_id} | {len(scores['final'])} | {final} | {best} |")
     return "\n".join(lines) + "\n"
+
+
+def number(x):
+    """Three significant digits, but a raw return of 1,000 or more in full (not 1e+03)."""
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
 def plot(finals, curves, out_dir, normalised):

@@ -116,4 +116,5 @@ def test_one_task_aggregates_raw_and_one_run_per_task_gets_no_interval(tmp_path,
     assert result["scores"] == "raw"
     assert result["methods"]["x"]["final"]["IQM"] == {"value": 250.0, "ci95": None}
     assert result["methods"]["x"]["best"]["median"] == {"value": 300.0, "ci95": None}
-    assert "| x | final | 250 | 250 | 250 |" in capsys.readouterr().out
+    assert "optimality gap" not in result["methods"]["x"]["final"]  # a shortfall below 1: only normalised scores
+    assert "| x | final | 250 | 250 | 250 |\n" in capsys.readouterr().out

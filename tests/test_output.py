@@ -131,7 +131,9 @@ def test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline(m
     [log] = glob.glob(str(tmp_path / "wandb" / "offline-run-*-resumed1" / "run-resumed1.wandb"))
     with open(log, "rb") as f:
         written = f.read()  # W&B's transaction log: its protobuf records hold the keys as plain bytes
-    for key in (b"tested", b"charts/episodic_return", b"charts/SPS", b"charts/learning_rate", b"eval/return_mean"):
+    name = f"CartPole-v1__{module.SCRIPT[:-3]}__1".encode()  # CleanRL's run name, without the time
+    for key in (b"tested", name, b"charts/episodic_return", b"charts/SPS", b"charts/learning_rate",
+                b"eval/return_mean"):
         assert key in written, key
 
 

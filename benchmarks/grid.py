@@ -28,7 +28,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import tyro
 from tqdm import tqdm
@@ -60,6 +60,9 @@ class Run:
     seed: int
     flags: tuple[str, ...]  # every flag but --env-id, --seed and --run-dir, --num-workers included
     run_dir: str
+    resume: bool = True  # an unfinished run resumes from its checkpoint; False: it starts again (for timings)
+    stop: Optional[Callable[[str], bool]] = None  # of the run directory: once true, the run is stopped as by Ctrl-C
+    # and counts as finished (speedup.py's runs stop at a reference score)
 
     @property
     def num_workers(self):
@@ -73,13 +76,20 @@ class Run:
 
     @property
     def finished(self):
-        return os.path.exists(os.path.join(self.run_dir, "eval.json"))
+        """Trained to its end (eval.json), or stopped once its `stop` held (grid.json)."""
+        if os.path.exists(os.path.join(self.run_dir, "eval.json")):
+            return True
+        if not os.path.exists(os.path.join(self.run_dir, "grid.json")):
+            return False
+        with open(os.path.join(self.run_dir, "grid.json")) as f:
+            record = json.load(f)
+        return record.get("stopped", False) and not failed(record)
 
     def command(self):
         """The command that trains the run to its end from where it stands: resumed from its checkpoint, or from
         the start in an emptied run directory (a run that stopped before its first checkpoint)."""
         checkpoint = os.path.join(self.run_dir, "checkpoint.pt")
-        if os.path.exists(checkpoint):
+        if self.resume and os.path.exists(checkpoint):
             return [sys.executable, os.path.join(ROOT, self.script), "--resume", checkpoint]
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return [sys.executable, os.path.join(ROOT, self.script), "--env-id", self.env_id, "--seed", str(self.seed),
@@ -105,9 +115,15 @@ def make_runs(scripts, env_ids, seeds, flag_sets, out_dir, num_workers):
     return runs
 
 
+def failed(record):
+    """Whether a grid.json record is of a failed run: a non-zero exit, but for Ctrl-C's where the grid stopped it."""
+    return record["returncode"] not in ((0, 130) if record.get("stopped") else (0,))
+
+
 def execute(run, live=None):
-    """Train one run to its end and record it in its grid.json; returns that record. Interrupted (Ctrl-C here,
-    or a Ray task cancelled), it stops the training as Ctrl-C would, so that its checkpoint is saved."""
+    """Train one run to its end, or until its `stop` holds, and record it in its grid.json; returns that record.
+    Interrupted (Ctrl-C here, or a Ray task cancelled), it stops the training as Ctrl-C would, so that its
+    checkpoint is saved."""
     command = run.command()
     previous = {}
     if os.path.exists(os.path.join(run.run_dir, "grid.json")):  # a resumed run adds its seconds to the earlier ones
@@ -118,8 +134,13 @@ def execute(run, live=None):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         if live is not None:
             live.add(process)
+        stopped = False
         try:
-            process.wait()
+            while process.poll() is None:
+                if run.stop is not None and not stopped and run.stop(run.run_dir):
+                    process.send_signal(signal.SIGINT)  # it saves its checkpoint and exits 130
+                    stopped = True
+                time.sleep(0.1)
         except KeyboardInterrupt:
             process.send_signal(signal.SIGINT)
             process.wait()
@@ -129,7 +150,7 @@ def execute(run, live=None):
                 live.discard(process)
         stderr.seek(0)
         tail = stderr.read()[-3000:]
-    record = {"command": command, "returncode": process.returncode, "host": socket.gethostname(),
+    record = {"command": command, "returncode": process.returncode, "stopped": stopped, "host": socket.gethostname(),
               "seconds": previous.get("seconds", 0.0) + time.time() - start, "stderr_tail": tail}
     if os.path.isdir(run.run_dir):  # absent where the script refused its input before writing anything
         with open(os.path.join(run.run_dir, "grid.json"), "w") as f:
@@ -151,7 +172,7 @@ def run_grid(runs, concurrent=None, ray_address=None):
         for run, record in trained:  # nothing left: no pool, no Ray cluster joined
             records[run] = record
             bar.update()
-            if record["returncode"] != 0:
+            if failed(record):
                 tqdm.write(f"grid.py: {run.run_dir} exited with status {record['returncode']}:\n"
                            f"{record['stderr_tail'][-1000:]}")
     finally:
@@ -208,11 +229,11 @@ def main():
     except KeyboardInterrupt:  # each running run has saved its checkpoint
         print("grid.py: interrupted; the same command continues the grid", file=sys.stderr)
         sys.exit(130)
-    failed = [run.run_dir for run, record in records.items() if record and record["returncode"] != 0]
+    failures = [run.run_dir for run, record in records.items() if record and failed(record)]
     trained = sum(record is not None for record in records.values())
-    print(f"grid.py: {len(runs)} runs: {len(runs) - trained} finished before, {trained - len(failed)} trained now, "
-          f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''}")
-    sys.exit(1 if failed else 0)
+    print(f"grid.py: {len(runs)} runs: {len(runs) - trained} finished before, {trained - len(failures)} trained now, "
+          f"{len(failures)} failed{': ' + ', '.join(failures) if failures else ''}")
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":

@@ -6,32 +6,33 @@
 Runs each script on CartPole-v1 with its CartPole command (docs/results.md), once per worker count and seed,
 and reads from progress.csv the wall time and global step at which the score first reaches the reference: a
 log row's mean training return, or with --column eval_return_mean a periodic evaluation, at the step of the
-weights it evaluated. A run is interrupted there (--stop-at-reference).
+weights it evaluated. A run is interrupted there (--stop-at-reference). The runs train through benchmarks/grid.py,
+one at a time (each is timed); an unfinished one starts again.
 Reports medians over seeds, the speed-up in wall time of each worker count over the first, and the
 ratio of their global steps (below 1: the added workers need less data in total, the paper's
 super-linear case), as a table and as JSON (rewritten after every worker count).
 """
 
 import csv
+import dataclasses
 import io
 import json
 import os
-import shutil
+import shlex
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Optional
 
 import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grid import failed, make_runs, run_grid  # noqa: E402
 from learning import first_reaching, read_curve  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_STEP = ["--learning-rate", "3e-3", "--target-update-interval", "1000", "--epsilon-anneal-steps", "20000"]
 ONE_STEP = ["--learning-rate", "1e-3", "--target-update-interval", "500", "--epsilon-anneal-steps", "20000"]
 COMMANDS = {  # the CartPole settings of docs/results.md, with a budget long enough for one worker
@@ -61,60 +62,57 @@ class Args:
     output: str = "speedup.json"
     """where the JSON goes"""
     out_dir: Optional[str] = None
-    """keep each run in <out-dir>/<script>/workers<W>_seed<S>; a rerun skips those measured (default: temporary)"""
+    """keep each run in <out-dir>/workers<W>/CartPole-v1/<script>/seed<S>; a rerun skips those measured (default:
+    temporary)"""
     stop_at_reference: bool = True
     """interrupt a run (Ctrl-C: it saves its checkpoint and exits) once a log row reaches the reference: what
     follows cannot change the time and steps to it"""
 
 
-def measure(script, workers, seed, args):
-    """One run's {seconds, steps} at which it first reaches the reference (None, None if it does not) and the
-    evaluation spacing. With --out-dir it is also written to the run's directory (result.json), and read from
-    there instead of training again when the command is repeated."""
-    if args.out_dir is None:
-        with tempfile.TemporaryDirectory() as run_dir:
-            return train(script, workers, seed, args, run_dir)
-    run_dir = os.path.join(args.out_dir, os.path.splitext(script)[0], f"workers{workers}_seed{seed}")
-    result_path = os.path.join(run_dir, "result.json")
-    if not os.path.exists(result_path):
-        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
-        result = train(script, workers, seed, args, run_dir)
-        with open(result_path, "w") as f:
-            json.dump(result, f)
-    with open(result_path) as f:
-        result = json.load(f)
-    if (result["reference_score"], result["column"]) != (args.reference_score, args.column):
-        sys.exit(f"{run_dir} was measured as {result['column']} >= {result['reference_score']}, not "
-                 f"{args.column} >= {args.reference_score}: use another --out-dir")
-    return result
-
-
-def train(script, workers, seed, args, run_dir):
-    """Train one run in run_dir, stopped early once it reaches the reference with --stop-at-reference."""
+def grid_runs(args, out_dir, script, workers):
+    """The runs of one script and worker count, one per seed, in <out_dir>/workers<W>/CartPole-v1/<script>/seed<S>:
+    stopped once a row reaches the reference (--stop-at-reference), started again if unfinished (a resumed run's
+    clock would count its restart)."""
     eval_interval = args.eval_interval if args.column == "eval_return_mean" else 1_000_000_000
-    command = [sys.executable, os.path.join(ROOT, script), "--env-id", "CartPole-v1", "--num-workers",
-               str(workers), "--seed", str(seed), "--eval-interval", str(eval_interval), "--log-interval", "0.25",
-               "--run-dir", run_dir, *COMMANDS[script]]
-    progress_csv = os.path.join(run_dir, "progress.csv")
-    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: the progress bar would fill a pipe
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        watch, interrupted = args.stop_at_reference, False
-        try:
-            while process.poll() is None:
-                time.sleep(0.2)
-                if watch and any_row_reaches(progress_csv, args.reference_score, args.column):
-                    process.send_signal(signal.SIGINT)
-                    watch, interrupted = False, True
-        finally:
-            if process.poll() is None:  # this command was interrupted: the run stops with it, not orphaned
-                process.send_signal(signal.SIGINT)
-                process.wait()
-        if process.returncode not in ((0, 130) if interrupted else (0,)):
-            stderr.seek(0)
-            sys.exit(f"{' '.join(command)}\nexit status {process.returncode}:\n{stderr.read()[-3000:]}")
-    seconds, steps = reached(progress_csv, args.reference_score, args.column)
-    return {"seconds": seconds, "steps": steps, "reference_score": args.reference_score, "column": args.column,
-            "evaluation_spacing": evaluation_spacing(progress_csv, args.column)}
+    flags = shlex.join(["--eval-interval", str(eval_interval), "--log-interval", "0.25", *COMMANDS[script]])
+    stop = partial(reaches, reference_score=args.reference_score, column=args.column)
+    return [dataclasses.replace(run, resume=False, stop=stop if args.stop_at_reference else None) for run in
+            make_runs([script], ["CartPole-v1"], args.seeds, [f"workers{workers}={flags}"], out_dir, workers)]
+
+
+def measure(runs, args):
+    """Train the runs not measured yet, one at a time (each is timed), and return each run's {seconds, steps} at
+    which it first reached the reference (None, None if it did not) and its evaluation spacing, also kept in its
+    result.json: a repeated command reads it from there."""
+    for run in runs:  # before any training: a run measured against another reference is not reused
+        path = os.path.join(run.run_dir, "result.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                result = json.load(f)
+            if (result["reference_score"], result["column"]) != (args.reference_score, args.column):
+                sys.exit(f"{run.run_dir} was measured as {result['column']} >= {result['reference_score']}, not "
+                         f"{args.column} >= {args.reference_score}: use another --out-dir")
+    records = run_grid(runs, concurrent=1)
+    for record in records.values():
+        if record is not None and failed(record):
+            sys.exit(f"{' '.join(record['command'])}\nexit status {record['returncode']}:\n{record['stderr_tail']}")
+    results = []
+    for run in runs:
+        path, progress_csv = os.path.join(run.run_dir, "result.json"), os.path.join(run.run_dir, "progress.csv")
+        if not os.path.exists(path):
+            seconds, steps = reached(progress_csv, args.reference_score, args.column)
+            with open(path, "w") as f:
+                json.dump({"seconds": seconds, "steps": steps, "reference_score": args.reference_score,
+                           "column": args.column, "evaluation_spacing": evaluation_spacing(progress_csv, args.column)},
+                          f)
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
+
+
+def reaches(run_dir, reference_score, column):
+    """A run's stop condition: a complete row of its progress.csv at or above the reference."""
+    return any_row_reaches(os.path.join(run_dir, "progress.csv"), reference_score, column)
 
 
 def evaluation_spacing(progress_csv, column):
@@ -166,10 +164,18 @@ def ratio(numerator, denominator):
 def main():
     args = tyro.cli(Args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind as on Ctrl-C: the running training stops too
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            report(args, args.out_dir or scratch)
+        except KeyboardInterrupt:  # the running training saved its checkpoint and stopped
+            sys.exit(130)
+
+
+def report(args, out_dir):
     results = []
     for script in args.scripts:
         for workers in args.workers:
-            runs = [measure(script, workers, seed, args) for seed in args.seeds]
+            runs = measure(grid_runs(args, out_dir, script, workers), args)
             result = {"script": script, "workers": workers}
             result.update({key: [run[key] for run in runs] for key in ("seconds", "steps", "evaluation_spacing")})
             spacings = [x for x in result["evaluation_spacing"] if x is not None]  # None: not measured on evaluations

@@ -36,3 +36,10 @@ def used_run_dir(parent):
     """parent/used, a run directory that already holds another run's progress.csv (not to be mixed into)."""
     (parent / "used").mkdir()
     (parent / "used" / "progress.csv").write_text("global_step\n")
+
+
+def pytest_collection_modifyitems(items):
+    """The learning tests first: README's command runs the suite on two pytest-xdist workers, and the learning
+    tests, one at a time on one of them (their xdist_group), take longer than anything else; started first, the
+    other worker meanwhile runs the rest instead of waiting at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: the rest keep their order

@@ -1,9 +1,9 @@
 """The mutation check, run by .ci/run: each named mutation is a small change a bug could make, applied to a
 temporary copy of the repository; the fast tests aimed at it must then fail (the mutant is killed). It prints
-one line per mutant and exits 1 if any survives, or if a mutation no longer applies because its code changed
-(then update the mutation with the code).
+one line per mutant (with the test that killed it) and exits 1 if any survives, if a mutation no longer applies
+because its code changed (then update the mutation with the code), or if an aimed test no longer exists.
 
-    python tests/mutants.py          # every mutant; about 2 minutes on 2 cores
+    python tests/mutants.py          # every mutant; about 6 minutes on 2 cores
     python tests/mutants.py sarsa    # those whose name contains "sarsa"
 """
 
@@ -21,9 +21,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALUE_BASED = SCRIPTS[1:]
 COPIED = (*SCRIPTS, "common.py", "tests", "pyproject.toml")
 
-# (name, file, the text as it is, the text mutated, the test files aimed at it). A mutation in several scripts
-# is one row per script (each file stands alone: a bug can be in one of them).
+# (name, file, the text as it is, the text mutated, the tests aimed at it: files, or one test (and parameter) where
+# a file would run many that cannot kill it). A mutation in several scripts is one row per script (each file stands
+# alone: a bug can be in one of them).
 SEGMENTS, OPTIMIZERS, WORKER = "tests/test_segments.py", "tests/test_optimizers.py", "tests/test_worker.py"
+VALUE_BASED_TESTS, HOGWILD = "tests/test_value_based.py", "tests/test_hogwild.py"
+ALPHA = "test_rmsprop_and_momentum_weigh_the_past_by_their_own_coefficient_not_its_complement"
+
+
+def aim(file, test, parameter):
+    """One test of a file at one parameter (a script's name): all that a mutant of that script needs to run."""
+    return [f"{file}::{test}[{parameter}]"]
+
+
 MUTANTS = [
     ("a3c.py: advantage sign flipped", "a3c.py", "advantages = returns - values", "advantages = values - returns",
      ["tests/test_a3c_math.py", SEGMENTS]),
@@ -44,7 +54,7 @@ MUTANTS = [
      [SEGMENTS]),
     ("a3c.py: the low-entropy warning fires on a policy that learned", "a3c.py",
      "step < self.args.total_timesteps / 2 and not learned", "step < self.args.total_timesteps / 2",
-     ["tests/test_output.py"]),
+     ["tests/test_output.py::test_a3c_warns_once_when_its_policy_stops_exploring_early"]),
     ("a3c.py: --log-std-init ignored", "a3c.py", "torch.full((action_space.shape[0],), args.log_std_init)",
      "torch.zeros(action_space.shape[0])", ["tests/test_a3c_continuous_lstm.py"]),
     ("a3c.py: play() marks a truncation as terminal", "a3c.py", "rewards, terminated), obs, state",
@@ -93,54 +103,74 @@ for script in VALUE_BASED[:2]:
 for script in VALUE_BASED:
     MUTANTS += [
         (f"{script}: act() explores with probability 1 - epsilon", script, "if rng.random() < epsilon:",
-         "if rng.random() > epsilon:", ["tests/test_value_based.py"]),
+         "if rng.random() > epsilon:",
+         aim(VALUE_BASED_TESTS, "test_act_is_greedy_with_probability_one_minus_epsilon_else_uniform", script)),
         (f"{script}: exploration shares the env's stream", script,
          "return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])", "return np.random.default_rng(seed)",
-         ["tests/test_value_based.py"]),
+         aim(VALUE_BASED_TESTS, "test_the_evaluation_explores_with_a_stream_apart_from_the_envs", script)),
         (f"{script}: theta^- refreshed by a count of intervals", script, "due = global_step // interval * interval",
-         "due = global_step // interval", ["tests/test_value_based.py"]),
+         "due = global_step // interval",
+         aim(VALUE_BASED_TESTS, "test_a_refresh_cut_short_in_its_copy_is_left_to_the_next_try", script)),
         (f"{script}: theta^-'s boundary recorded before its copy", script,
          "    target_params.copy_(shared_params)\n    target_step.value = due",
-         "    target_step.value = due\n    target_params.copy_(shared_params)", ["tests/test_value_based.py"]),
+         "    target_step.value = due\n    target_params.copy_(shared_params)",
+         aim(VALUE_BASED_TESTS, "test_a_refresh_cut_short_in_its_copy_is_left_to_the_next_try", script)),
         (f"{script}: every worker refreshes theta^-", script, "        if rank == 0:  # if T mod I_target",
-         "        if True:  # if T mod I_target", [WORKER]),
+         "        if True:  # if T mod I_target",
+         aim(WORKER, "test_worker_0_alone_refreshes_the_target_network", script)),
         (f"{script}: --epsilon-finals ignored", script, "    if chosen:\n        return chosen[rank % len(chosen)]\n",
-         "", ["tests/test_value_based.py"]),
+         "",
+         aim(VALUE_BASED_TESTS, "test_the_workers_final_epsilons_span_the_papers_distribution", script)),
         (f"{script}: the worker ignores --epsilon-finals", script, "args.num_workers, args.epsilon_finals)",
-         "args.num_workers)", [WORKER]),
+         "args.num_workers)",
+         aim(WORKER, "test_a_worker_anneals_epsilon_to_its_own_final_value", script)),
         (f"{script}: target_step a Value with a lock", script, 'ctx.RawValue("q", 0)', 'ctx.Value("q", 0)',
-         ["tests/test_hogwild.py"]),
+         aim(HOGWILD, "test_what_the_processes_share_holds_no_lock_a_killed_worker_could_keep", script)),
         (f"{script}: the Atari preset keeps the paper's 1M-step epsilon schedule", script,
-         "epsilon_anneal_steps=250_000, epsilon_finals", "epsilon_finals", ["tests/test_value_based.py"]),
+         "epsilon_anneal_steps=250_000, epsilon_finals", "epsilon_finals",
+         aim(VALUE_BASED_TESTS, "test_each_familys_preset_is_the_default_and_a_given_flag_wins", script)),
         (f"{script}: the Atari preset keeps the paper's final epsilons", script, "epsilon_finals=(0.01, 0.1),", "",
-         ["tests/test_value_based.py"]),
+         aim(VALUE_BASED_TESTS, "test_each_familys_preset_is_the_default_and_a_given_flag_wins", script)),
     ]
 for script in SCRIPTS:
     MUTANTS += [
         (f"{script}: --normalize-reward ignored", script,
-         "env = NormalizeReward(env, gamma=args.gamma)", "env = env", [WORKER]),
+         "env = NormalizeReward(env, gamma=args.gamma)", "env = env",
+         aim(WORKER, "test_a_worker_trains_on_normalised_rewards_with_normalize_reward", f"{script}-True")),
         (f"{script}: RMSProp alpha swapped with 1 - alpha", script,
          "rmsprop_update(self.params, grad, square_avg, self.alpha, self.eps, lr)",
-         "rmsprop_update(self.params, grad, square_avg, 1 - self.alpha, self.eps, lr)", [OPTIMIZERS]),
+         "rmsprop_update(self.params, grad, square_avg, 1 - self.alpha, self.eps, lr)",
+         aim(OPTIMIZERS, ALPHA, script)),
         (f"{script}: momentum swapped with 1 - momentum", script,
          "self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)",
-         "self.state[rank].mul_(1 - self.momentum).add_(grad, alpha=self.momentum)", [OPTIMIZERS]),
+         "self.state[rank].mul_(1 - self.momentum).add_(grad, alpha=self.momentum)",
+         aim(OPTIMIZERS, ALPHA, script)),
         (f"{script}: no gradient clip", script, "        grads.mul_(max_grad_norm / grad_norm)", "        pass",
-         [OPTIMIZERS]),
+         aim(OPTIMIZERS, "test_apply_gradient_clips_to_max_norm", script)),
         (f"{script}: a non-finite gradient applied", script, "    if not np.isfinite(grad_norm):\n        return False",
-         "    if False:\n        return False", [OPTIMIZERS]),
+         "    if False:\n        return False", [f"{OPTIMIZERS}::test_apply_gradient_skips_non_finite_gradient"]),
         (f"{script}: the learning rate not annealed", script,
          "    return args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)",
-         "    return args.learning_rate", [WORKER]),
+         "    return args.learning_rate",
+         aim(WORKER, "test_a_worker_anneals_the_learning_rate_linearly_to_zero_at_t_max", script)),
         (f"{script}: T counted once per segment", script, "shared.step_counts[rank] += len(segment.rewards)",
-         "shared.step_counts[rank] += 1", [WORKER]),
+         "shared.step_counts[rank] += 1",
+         aim(WORKER, "test_a_worker_anneals_the_learning_rate_linearly_to_zero_at_t_max", script)),
     ]
 
 
+class NotRun(Exception):
+    """pytest ran no test to the end: an aimed test that does not exist (exit status 4), or an error in collecting."""
+
+
 def run_tests(root, tests):
-    """True if the tests pass in the copy at `root`."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
-    return subprocess.run(command, cwd=root, capture_output=True, timeout=600).returncode == 0
+    """None if the tests pass in the copy at `root`, else the first that failed."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", "-m", "not slow", *tests]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")]
+    if result.returncode not in (0, 1) or (result.returncode == 1 and not failed):
+        raise NotRun(f"pytest exit status {result.returncode} on {' '.join(tests)}:\n{result.stdout[-1500:]}")
+    return failed[0] if failed else None
 
 
 def copy_of_the_repository(into):
@@ -160,20 +190,28 @@ def check(mutant):
             return "does not apply"
         with open(os.path.join(root, path), "w") as f:
             f.write(text.replace(original, mutated))
-        return "SURVIVED" if run_tests(root, tests) else "killed"
+        try:
+            failed = run_tests(root, tests)
+        except NotRun as error:
+            return f"NOT RUN by {error}"
+        return f"killed by {failed}" if failed else "SURVIVED"
 
 
 def main():
     chosen = [mutant for mutant in MUTANTS if all(word in mutant[0] for word in sys.argv[1:])]
     with tempfile.TemporaryDirectory() as root:  # the unmutated copy passes: a kill is then the mutation's
         copy_of_the_repository(root)
-        if not run_tests(root, sorted({test for *_, tests in chosen for test in tests})):
-            sys.exit("mutants.py: the aimed tests fail on the unmutated code; fix them first")
+        try:
+            failed = run_tests(root, sorted({test for *_, tests in chosen for test in tests}))
+        except NotRun as error:
+            sys.exit(f"mutants.py: {error}")
+        if failed:
+            sys.exit(f"mutants.py: {failed} fails on the unmutated code; fix it first")
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         outcomes = list(pool.map(check, chosen))
     for (name, *_), outcome in zip(chosen, outcomes, strict=True):
-        print(f"{outcome:>14}  {name}")
-    bad = sum(outcome != "killed" for outcome in outcomes)
+        print(f"{outcome.partition(' by ')[0]:>14}  {name}{'  (' + outcome + ')' if ' by ' in outcome else ''}")
+    bad = sum(not outcome.startswith("killed") for outcome in outcomes)
     print(f"{len(chosen) - bad} of {len(chosen)} mutants killed")
     return 1 if bad else 0
 

@@ -17,7 +17,7 @@ from learning import first_reaching, read_curve  # noqa: E402
 from plot import mean_and_spread, smoothed  # noqa: E402 (the drawing imports matplotlib, this does not)
 from robustness import learning_rate, summarize  # noqa: E402
 from screen import Args as ScreenArgs, first_window_reaching, windows, main as screen  # noqa: E402
-from speedup import any_row_reaches, median, reached  # noqa: E402
+from speedup import Args as SpeedupArgs, any_row_reaches, grid_runs, median, reached  # noqa: E402
 
 
 def test_human_normalized_scores():
@@ -179,7 +179,7 @@ def test_speed_up_runs_stop_at_the_reference_and_a_rerun_skips_them(tmp_path):
                "--output", str(tmp_path / "speedup.json")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "a3c" / "workers1_seed1"
+    run_dir = tmp_path / "runs" / "workers1" / "CartPole-v1" / "a3c" / "seed1"
     steps, _, _ = read_curve(run_dir / "progress.csv", "global_step")
     assert steps.max() < 50_000 and (run_dir / "checkpoint.pt").exists()  # interrupted, and saved on the way out
     result = json.load(open(tmp_path / "speedup.json"))["results"][0]
@@ -192,7 +192,7 @@ def test_speed_up_runs_stop_at_the_reference_and_a_rerun_skips_them(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
-    run_dir = tmp_path / "runs" / "async_sarsa" / "workers1_seed1"
+    run_dir = tmp_path / "runs" / "workers1" / "CartPole-v1" / "async_sarsa" / "seed1"
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "speedup.py"), "--scripts", "async_sarsa.py",
                "--workers", "1", "--seeds", "1", "--reference-score", "600", "--out-dir", str(tmp_path / "runs"),
                "--output", str(tmp_path / "speedup.json")]  # 600: never reached, the run would train 200k steps
@@ -222,7 +222,10 @@ def test_a_killed_speed_up_command_stops_its_training_run_too(tmp_path):
     while training() and time.time() < deadline:
         time.sleep(0.5)
     assert not training() and (run_dir / "checkpoint.pt").exists()  # stopped by Ctrl-C: it saved on the way out
-    assert not (run_dir / "result.json").exists()  # unfinished: a rerun trains it again
+    assert not (run_dir / "result.json").exists()  # unfinished: a rerun trains it again, from the start
+    again = grid_runs(SpeedupArgs(seeds=(1,), reference_score=600), str(tmp_path / "runs"), "async_sarsa.py", 1)
+    assert [run.run_dir for run in again] == [str(run_dir)] and not again[0].finished
+    assert "--resume" not in again[0].command() and not run_dir.exists()  # resumed, its clock would count the restart
 
 
 FAKE_LEARNING_TESTS = '''

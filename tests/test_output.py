@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+import wandb
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import a3c
@@ -127,6 +128,7 @@ def test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline(m
     progress.log(2000, 3.0)
     progress.last(2000, 3.5, final_returns=[30.0])
     progress.close()
+    wandb.teardown()  # as at the script's exit: W&B's service process writes out what it holds, then stops
     # a resumed run (its id from the checkpoint) logs into its own W&B run again
     [log] = glob.glob(str(tmp_path / "wandb" / "offline-run-*-resumed1" / "run-resumed1.wandb"))
     with open(log, "rb") as f:

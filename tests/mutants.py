@@ -3,7 +3,7 @@ temporary copy of the repository; the fast tests aimed at it must then fail (the
 one line per mutant (with the test that killed it) and exits 1 if any survives, if a mutation no longer applies
 because its code changed (then update the mutation with the code), or if an aimed test no longer exists.
 
-    python tests/mutants.py          # every mutant; about 6 minutes on 2 cores
+    python tests/mutants.py          # every mutant; 6-8 minutes on 2 cores
     python tests/mutants.py sarsa    # those whose name contains "sarsa"
 """
 

@@ -68,7 +68,8 @@ class Args:
     center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
     network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations (two with Box actions)
+    hidden_sizes: tuple[int, ...] = (64, 64)  # MLP trunk for vector observations (two with Box actions)
+    activation: Literal["tanh", "relu"] = "tanh"  # after each layer of the MLP trunk
     lstm: bool = False  # A3C LSTM: an LSTM after the trunk, 256 cells on images, 128 on vectors (Supplements 8-9)
     state_independent_std: bool = False  # Box: one learned log std per action dimension (not in the paper)
     log_std_init: float = 0.0  # with --state-independent-std: the log std's starting value
@@ -112,7 +113,8 @@ class Body(nn.Module):
 
     def __init__(self, observation_space, args):
         super().__init__()
-        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames)
+        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames,
+                                       args.activation)
         self.lstm = nn.LSTM(width, 256 if len(observation_space.shape) == 3 else 128) if args.lstm else None
         self.width = self.lstm.hidden_size if args.lstm else width
 
@@ -470,6 +472,8 @@ def parse_args():
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
+    if ckpt is not None and args.activation != ckpt["args"].get("activation", "tanh"):  # same shapes, other net
+        raise UsageError(f"{path} was trained with --activation {ckpt['args'].get('activation', 'tanh')}")
     if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
         written = (ckpt["args"]["optimizer"], len(ckpt["optimizer_state"]))
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):

@@ -67,7 +67,8 @@ class Args:
     center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
     network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # tanh MLP trunk for vector observations
+    hidden_sizes: tuple[int, ...] = (64, 64)  # MLP trunk for vector observations
+    activation: Literal["tanh", "relu"] = "tanh"  # after each layer of the MLP trunk
     normalize_reward: bool = False  # divide training rewards by a running std of the discounted return
     run_dir: str | None = None  # where the run writes everything (default runs/<env>__<exp-name>__<seed>__<time>)
     exp_name: str = SCRIPT[:-3]  # the experiment's name: in the default run directory and the W&B run's name
@@ -108,7 +109,8 @@ class QNetwork(nn.Module):
 
     def __init__(self, observation_space, num_actions, args):
         super().__init__()
-        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames)
+        self.trunk, width = make_trunk(observation_space, args.network, args.hidden_sizes, args.standardize_frames,
+                                       args.activation)
         self.q = layer_init(nn.Linear(width, num_actions), std=1.0)
 
     def forward(self, obs):
@@ -431,6 +433,8 @@ def parse_args():
         raise UsageError(f"{path} holds weights only; resume from the run's checkpoint.pt")
     if ckpt is not None and args.env_id != ckpt["args"]["env_id"]:
         raise UsageError(f"{path} is for {ckpt['args']['env_id']}, not {args.env_id}")
+    if ckpt is not None and args.activation != ckpt["args"].get("activation", "tanh"):  # same shapes, other net
+        raise UsageError(f"{path} was trained with --activation {ckpt['args'].get('activation', 'tanh')}")
     if args.resume:  # the optimizer's statistics fit only the run's optimizer and, kept per worker, worker count
         written = (ckpt["args"]["optimizer"], len(ckpt["optimizer_state"]))
         if written != (args.optimizer, 1 if args.optimizer == "shared_rmsprop" else args.num_workers):

@@ -333,19 +333,19 @@ def start_on_random_play(trunk, env, seed, standardize_frames, center_init):
         center_biases(trunk, frames)
 
 
-def mlp_trunk(in_features, hidden_sizes=(64, 64)):
-    """Tanh MLP for vector observations. Returns (trunk, out_features)."""
+def mlp_trunk(in_features, hidden_sizes=(64, 64), activation="tanh"):
+    """MLP for vector observations, tanh or ReLU after each layer. Returns (trunk, out_features)."""
     layers, width = [], in_features
     for size in hidden_sizes:
-        layers += [layer_init(nn.Linear(width, size)), nn.Tanh()]
+        layers += [layer_init(nn.Linear(width, size)), nn.Tanh() if activation == "tanh" else nn.ReLU()]
         width = size
     return nn.Sequential(*layers), width
 
 
-def make_trunk(observation_space, network="small", hidden_sizes=(64, 64), standardize_frames=False):
+def make_trunk(observation_space, network="small", hidden_sizes=(64, 64), standardize_frames=False, activation="tanh"):
     if len(observation_space.shape) == 3:
         return atari_trunk(network, standardize_frames)
-    return mlp_trunk(int(np.prod(observation_space.shape)), hidden_sizes)
+    return mlp_trunk(int(np.prod(observation_space.shape)), hidden_sizes, activation)
 
 
 class ObservationNorm(nn.Module):

@@ -90,6 +90,13 @@ MUTANTS.append(("common.py: NormalizeReward lets a NaN into its statistics", "co
 MUTANTS.append(("common.py: rmsprop_update's multiply-add fused in another order than torch's", "common.py",
                 "square_avg[i] = one_minus_alpha * g * g + square_avg[i] * alpha",
                 "square_avg[i] = square_avg[i] * alpha + one_minus_alpha * g * g", [OPTIMIZERS]))
+ACTIVATION = aim("tests/test_common.py", "test_every_script_builds_its_vector_trunk_with_the_activation_asked_for",
+                 "relu")
+MUTANTS += [
+    ("common.py: --activation relu builds a tanh trunk", "common.py",
+     'nn.Tanh() if activation == "tanh" else nn.ReLU()', "nn.Tanh()", ACTIVATION),
+    ("a3c.py: --activation not passed to the trunk", "a3c.py", "args.activation)", '"tanh")', ACTIVATION),
+]
 TRACKED = "tests/test_output.py::test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline"
 MUTANTS += [
     ("a3c.py: --track does not mirror TensorBoard's scalars", "a3c.py",

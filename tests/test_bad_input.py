@@ -33,6 +33,7 @@ EVERY_SCRIPT = [  # (flags, the message's telling part), refused alike by all fo
     (["--resume", "corrupt.pt"], "cannot read checkpoint"),
     (["--resume", "acrobot.pt", "--env-id", "CartPole-v1"], "is for Acrobot-v1, not CartPole-v1"),
     (["--resume", "other_shape.pt"], "does not fit this network"),
+    (["--resume", "other_shape.pt", "--activation", "relu"], "other_shape.pt was trained with --activation tanh"),
     (["--run-dir", "/proc/forbidden/run"], "run directory"),
     (["--run-dir", "used"], "used already holds a run: continue it with --resume used/checkpoint.pt"),
 ]

@@ -313,3 +313,15 @@ def test_flat_parameters_are_views_that_gradients_accumulate_into():
     model(torch.ones(1, 3)).sum().backward()
     # d(sum W x + b)/dW = x = 1, /db = 1: the flat buffer holds the gradient, no copy needed.
     torch.testing.assert_close(grads, torch.ones(8))
+
+
+@pytest.mark.parametrize("activation, function", [("tanh", torch.tanh), ("relu", torch.relu)], ids=["tanh", "relu"])
+def test_every_script_builds_its_vector_trunk_with_the_activation_asked_for(activation, function):
+    from conftest import MODULES
+
+    obs = torch.randn(6, 4)
+    for module in MODULES:
+        model = module.build_model(module.Args(env_id="CartPole-v1", hidden_sizes=(5, 3), activation=activation))
+        trunk = getattr(model, "body", model).trunk  # a3c.py's Body holds it; the Q-network itself does
+        expected = function(trunk[2](function(trunk[0](obs))))  # layer, activation, layer, activation
+        torch.testing.assert_close(trunk(obs), expected, rtol=0, atol=0)

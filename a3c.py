@@ -828,7 +828,9 @@ def train(args, ckpt, sources):
     run_dir = make_run_dir(args, sources)
     print(f"{SCRIPT}: resuming {run_dir} at step {ckpt['global_step']}" if ckpt else f"{SCRIPT}: writing to {run_dir}",
           flush=True)
-    ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
+    # A server process imports this script once and forks every child from there: a child starts without importing
+    # torch again (spawn's cost), and is never forked from this process, whose torch thread pools make fork unsafe.
+    ctx = mp.get_context("forkserver")
     shared = Shared(model, args, ctx)
     if ckpt is not None:  # the model's own state (observation statistics included) came with build_model
         shared.load_state_dict(ckpt)

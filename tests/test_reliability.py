@@ -35,11 +35,15 @@ class Run:
         self.children_seen = set()
 
     def children(self):
-        """The workers and the evaluator; every child seen (the resource tracker too) is remembered."""
-        found = subprocess.run(["pgrep", "-a", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
-        found = [line.split(" ", 1) for line in found.splitlines()]
-        self.children_seen.update(pid for pid, _ in found)
-        return sorted((pid for pid, command in found if "spawn_main" in command), key=int)
+        """The workers and the evaluator: the children of the fork server, itself a child of the main process.
+        Every process seen (the fork server and the resource tracker too) is remembered."""
+        def under(pid):
+            found = subprocess.run(["pgrep", "-a", "-P", pid], capture_output=True, text=True).stdout
+            return [line.split(" ", 1) for line in found.splitlines()]
+        found = under(str(self.process.pid))
+        workers = [child for pid, command in found if "forkserver" in command for child in under(pid)]
+        self.children_seen.update(pid for pid, _ in found + workers)
+        return sorted((pid for pid, _ in workers), key=int)
 
     def wait_for(self, condition, seconds, what):
         deadline = time.time() + seconds

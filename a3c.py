@@ -65,6 +65,7 @@ class Args:
     rms_eps: float = 0.1  # RMSProp epsilon, inside the square root
     momentum: float = 0.9  # momentum_sgd: m <- momentum * m + (1 - momentum) * grad (the paper does not state it)
     max_grad_norm: float = 40.0  # clip each worker's gradient to this global norm
+    clip_per_network: bool = False  # Box: clip the policy's and the value network's gradients each on its own
     center_init: bool = False  # start hidden biases at minus their median on random play (images; not in the paper)
     standardize_frames: bool = False  # (frame - mean) / std measured on random play, not frame / 255 (not in the paper)
     network: str = "small"  # Atari trunk: `small` (the paper's 16-32-256 net) or `nature` (the 2015 DQN net)
@@ -324,16 +325,19 @@ def segment_loss(model, segment, args):
     return loss, {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.mean().item()}
 
 
-def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, rank):
+def apply_gradient(loss, grads, optimizer, lr, max_grad_norm, rank, parts=(slice(None),)):
     """Backpropagate the loss into the worker's flat gradient buffer, clip it, and apply it. Returns False (and
-    applies nothing) when the gradient is not finite: one NaN in the shared parameters would poison every worker."""
+    applies nothing) when the gradient is not finite: one NaN in the shared parameters would poison every worker.
+    parts: the pieces of the buffer clipped each to max_grad_norm (the whole of it, or with --clip-per-network
+    the policy's and the value network's)."""
     grads.zero_()  # explicit: zero_grad() would set .grad to None and break the flat views
     loss.backward()
-    grad_norm = grads.norm().item()
-    if not np.isfinite(grad_norm):
+    norms = [grads[part].norm().item() for part in parts]
+    if not np.all(np.isfinite(norms)):
         return False
-    if grad_norm > max_grad_norm:
-        grads.mul_(max_grad_norm / grad_norm)
+    for part, norm in zip(parts, norms, strict=True):
+        if norm > max_grad_norm:
+            grads[part] *= max_grad_norm / norm
     optimizer.step(grads, lr, rank)  # Algorithm S3: asynchronous update of theta using the gradient
     return True
 
@@ -351,6 +355,8 @@ def worker(rank, seed, args, shared, messages):
         env = NormalizeReward(env, gamma=args.gamma)
     model = ActorCritic(env.observation_space, env.action_space, args)  # theta', theta_v'
     params, grads = flatten_parameters(model)
+    value = torch.cat([torch.full((p.numel(),), name.startswith("value")) for name, p in model.named_parameters()])
+    parts = (~value, value) if args.clip_per_network else (slice(None),)  # what apply_gradient clips on its own
     obs, state = env.reset(seed=seed)[0], None  # the LSTM state (None: zeros), carried across segments
     stats, last_report, skips_in_a_row = Counter(), 0, 0
     while shared.running(args.total_timesteps):  # repeat ... until T > T_max
@@ -362,7 +368,7 @@ def worker(rank, seed, args, shared, messages):
         shared.step_counts[rank] += len(segment.rewards)  # T <- T + 1 for each step (docs/a3c.md)
         step = shared.global_step()
         lr = learning_rate_at(args, step)
-        applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank)  # async update
+        applied = apply_gradient(loss, grads, shared.optimizer, lr, args.max_grad_norm, rank, parts)  # async update
         stats.update(losses if applied else {"skipped_updates": 1}, updates=int(applied))  # skipped: counted
         skips_in_a_row = 0 if applied else skips_in_a_row + 1
         if skips_in_a_row == SKIPS_IN_A_ROW_TO_STOP:  # the run has diverged: a restart cannot help
@@ -544,6 +550,9 @@ def build_model(args, ckpt=None):
         raise UsageError(f"{args.env_id} has a {type(env.action_space).__name__} action space; "
                          "a3c.py supports Discrete and Box action spaces")
     model = ActorCritic(env.observation_space, env.action_space, args)
+    if args.clip_per_network and not model.continuous:
+        raise UsageError("--clip-per-network is for Box actions, whose policy and value networks share no "
+                         f"parameters; {args.env_id} has Discrete actions")
     if ckpt is None:  # a checkpoint's weights are never re-initialised
         start_on_random_play(model.body.trunk, env, args.seed, args.standardize_frames, args.center_init)
     env.close()

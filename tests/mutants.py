@@ -97,6 +97,15 @@ MUTANTS += [
      'nn.Tanh() if activation == "tanh" else nn.ReLU()', "nn.Tanh()", ACTIVATION),
     ("a3c.py: --activation not passed to the trunk", "a3c.py", "args.activation)", '"tanh")', ACTIVATION),
 ]
+CLIP_PER_NETWORK = f"{OPTIMIZERS}::test_a3c_clip_per_network_clips_the_policy_and_the_value_network_each_on_its_own"
+MUTANTS += [
+    ("a3c.py: apply_gradient clips the whole gradient by each part's norm", "a3c.py",
+     "grads[part] *= max_grad_norm / norm", "grads *= max_grad_norm / norm", [CLIP_PER_NETWORK]),
+    ("a3c.py: --clip-per-network ignored by the worker", "a3c.py", "parts = (~value, value) if args.clip_per_network",
+     "parts = (slice(None),) if args.clip_per_network", [CLIP_PER_NETWORK]),
+    ("a3c.py: --clip-per-network clips the value head with the policy", "a3c.py", 'name.startswith("value")',
+     'name.startswith("value_body")', [CLIP_PER_NETWORK]),
+]
 TRACKED = "tests/test_output.py::test_track_logs_tensorboards_scalars_under_its_keys_to_a_wandb_run_offline"
 MUTANTS += [
     ("a3c.py: --track does not mirror TensorBoard's scalars", "a3c.py",
@@ -140,6 +149,9 @@ for script in VALUE_BASED:
          aim(VALUE_BASED_TESTS, "test_each_familys_preset_is_the_default_and_a_given_flag_wins", script)),
     ]
 for script in SCRIPTS:
+    clip, finite = (("            grads[part] *= max_grad_norm / norm", "    if not np.all(np.isfinite(norms)):")
+                    if script == "a3c.py" else  # a3c.py clips parts of the gradient (--clip-per-network)
+                    ("        grads.mul_(max_grad_norm / grad_norm)", "    if not np.isfinite(grad_norm):"))
     MUTANTS += [
         (f"{script}: --normalize-reward ignored", script,
          "env = NormalizeReward(env, gamma=args.gamma)", "env = env",
@@ -152,9 +164,9 @@ for script in SCRIPTS:
          "self.state[rank].mul_(self.momentum).add_(grad, alpha=1 - self.momentum)",
          "self.state[rank].mul_(1 - self.momentum).add_(grad, alpha=self.momentum)",
          aim(OPTIMIZERS, ALPHA, script)),
-        (f"{script}: no gradient clip", script, "        grads.mul_(max_grad_norm / grad_norm)", "        pass",
+        (f"{script}: no gradient clip", script, clip, clip[:clip.index("g")] + "pass",
          aim(OPTIMIZERS, "test_apply_gradient_clips_to_max_norm", script)),
-        (f"{script}: a non-finite gradient applied", script, "    if not np.isfinite(grad_norm):\n        return False",
+        (f"{script}: a non-finite gradient applied", script, f"{finite}\n        return False",
          "    if False:\n        return False", [f"{OPTIMIZERS}::test_apply_gradient_skips_non_finite_gradient"]),
         (f"{script}: the learning rate not annealed", script,
          "    return args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)",

@@ -46,6 +46,8 @@ A3C_ONLY = [
     (["--gae-lambda", "1.5"], "--gae-lambda must be between 0 and 1, got 1.5"),
     (["--env-id", "Pendulum-v1", "--log-std-init", "-1", "--no-state-independent-std"], "--log-std-init sets"),
     (["--env-id", "CartPole-v1", "--log-std-init", "-1"], "which this run does not use"),
+    (["--clip-per-network"], "--clip-per-network is for Box actions, whose policy and value networks share no "
+                              "parameters; CartPole-v1 has Discrete actions"),
 ]
 VALUE_BASED_ONLY = [
     (["--env-id", "MountainCarContinuous-v0"], "for continuous control use a3c.py"),

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import rmsprop_update
+import a3c
+from common import flatten_parameters, rmsprop_update
 from conftest import MODULES, ROOT
+from test_worker import run_worker
 
 
 
@@ -116,6 +118,35 @@ def test_apply_gradient_clips_to_max_norm(module):
     # clipped to [3, 4]; RMSProp with alpha 0, eps 0 moves each coordinate by lr * sign
     torch.testing.assert_close(optimizer.state[0], torch.tensor([9.0, 16.0]), rtol=1e-4, atol=0)
     torch.testing.assert_close(params, torch.tensor([-1.0, -1.0]))
+
+
+def test_a3c_clip_per_network_clips_the_policy_and_the_value_network_each_on_its_own(monkeypatch):
+    params, weights = torch.zeros(4), torch.nn.Parameter(torch.zeros(4))
+    weights.grad = torch.zeros(4)
+    optimizer = a3c.SharedRMSprop(params, alpha=0.0, eps=0.0)  # g = the squared gradient applied
+    value = torch.tensor([False, False, True, True])
+    loss = (weights * torch.tensor([30.0, 40.0, 6.0, 8.0])).sum()  # parts of norm 50 and 10, 51 together
+    assert a3c.apply_gradient(loss, weights.grad, optimizer, lr=1.0, max_grad_norm=5.0, rank=0, parts=(~value, value))
+    torch.testing.assert_close(optimizer.state[0], torch.tensor([9.0, 16.0, 9.0, 16.0]), rtol=1e-4, atol=0)
+    # The worker's parts, on a Box task: the policy's parameters (its trunk, mean and variance) and the value
+    # network's, told apart here by the modules that hold them.
+    model = a3c.build_model(a3c.Args(env_id="InvertedPendulum-v5"))
+    _, flat = flatten_parameters(model)
+    policy_grads = [p.grad for m in (model.body, model.mean, model.variance) for p in m.parameters()]
+    value_grads = [p.grad for m in (model.value_body, model.value) for p in m.parameters()]
+    assert sum(g.numel() for g in policy_grads + value_grads) == flat.numel()
+    for per_network in (False, True):
+        applied = []
+        run_worker(a3c, monkeypatch, env_id="InvertedPendulum-v5", grads=applied, clip_per_network=per_network,
+                   max_grad_norm=1e-4)  # below every gradient's norm, and each network's: all clipped
+        assert len(applied) >= 50
+        for grad in applied:
+            flat.copy_(grad)
+            norms = [torch.cat([g.reshape(-1) for g in part]).norm().item() for part in (policy_grads, value_grads)]
+            if per_network:
+                assert norms == pytest.approx([1e-4, 1e-4], rel=1e-3)
+            else:
+                assert np.hypot(*norms) == pytest.approx(1e-4, rel=1e-3)  # clipped each: sqrt(2) times that
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.SCRIPT)

@@ -11,16 +11,17 @@ from conftest import MODULES, VALUE_BASED
 from test_segments import Outbox
 
 
-def run_worker(module, monkeypatch, rank=0, **overrides):
+def run_worker(module, monkeypatch, rank=0, env_id="CartPole-v1", grads=None, **overrides):
     """worker(rank, ...) of `module`, of rank + 1 workers, to T_max = 300 steps; returns [(global step, lr) at each
-    update] and the rewards of each segment its loss was computed on."""
-    args = module.Args(env_id="CartPole-v1", num_workers=rank + 1, total_timesteps=300, learning_rate=0.01,
-                       **overrides)
+    update] and the rewards of each segment its loss was computed on; appends each gradient applied to `grads`."""
+    args = module.Args(env_id=env_id, num_workers=rank + 1, total_timesteps=300, learning_rate=0.01, **overrides)
     shared = module.Shared(module.build_model(args), args, mp.get_context("spawn"))
     updates, rewards, step, segment_loss = [], [], shared.optimizer.step, module.segment_loss
 
     def recording_step(grad, lr, rank):
         updates.append((shared.global_step(), lr))
+        if grads is not None:
+            grads.append(grad.clone())
         step(grad, lr, rank)
 
     def recording_loss(model, *others):  # a3c.py's (model, segment, args); the others' (model, target, segment, gamma)

@@ -23,7 +23,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grid import Run, run_grid  # noqa: E402
+from grid import Run, failed, run_grid  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,9 +97,9 @@ if __name__ == "__main__":
     runs = [Run(args.script, args.env_id, seed, tuple(shlex.split(args.script_flags)),
                 os.path.join(args.out_dir, f"seed{seed}")) for seed in args.seeds]
     records = run_grid(runs, args.concurrent, args.ray_address)
-    failed = [run.run_dir for run, record in records.items() if record and record["returncode"] != 0]
-    if failed:
-        sys.exit(f"learning.py: failed: {', '.join(failed)} (their grid.json has the end of stderr)")
+    failures = [run.run_dir for run, record in records.items() if record and failed(record)]
+    if failures:
+        sys.exit(f"learning.py: failed: {', '.join(failures)} (their grid.json has the end of stderr)")
     results = [result_of(args, run) for run in runs]
     summary = {"script": args.script, "env_id": args.env_id, "script_flags": args.script_flags,
                "reference_score": args.reference_score, "column": args.column, "cpu_count": os.cpu_count(),

@@ -27,7 +27,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grid import Run, run_grid  # noqa: E402
+from grid import Run, failed, run_grid  # noqa: E402
 from learning import read_curve  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,10 +122,10 @@ def main():
     args = tyro.cli(Args)
     runs = grid_runs(args)
     records = run_grid(list(runs.values()), args.concurrent, args.ray_address)
-    failed = [f"{run.run_dir}:\n{record['stderr_tail'][-1000:]}" for run, record in records.items()
-              if record and record["returncode"] != 0 and "non-finite" not in record["stderr_tail"]]
-    if failed:
-        sys.exit("robustness.py: failed: " + "\n".join(failed))
+    failures = [f"{run.run_dir}:\n{record['stderr_tail'][-1000:]}" for run, record in records.items()
+                if record and failed(record) and "non-finite" not in record["stderr_tail"]]
+    if failures:
+        sys.exit("robustness.py: failed: " + "\n".join(failures))
     results = [record_of(args, optimizer, i, run, records[run]) for (optimizer, i), run in runs.items()]
     summary = {"script": args.script, "env_id": args.env_id, "lr_range": [args.lr_low, args.lr_high],
                "threshold": args.threshold, "script_flags": args.script_flags,

@@ -8,6 +8,7 @@ import torch
 
 from common import (AtariPreprocessing, NormalizeReward, ScaleUint8, StandardizeFrames, UsageError, center_biases,
                     flatten_parameters, make_env, make_trunk, random_play_frames)
+from conftest import MODULES
 
 
 class ScriptedALE:
@@ -317,8 +318,6 @@ def test_flat_parameters_are_views_that_gradients_accumulate_into():
 
 @pytest.mark.parametrize("activation, function", [("tanh", torch.tanh), ("relu", torch.relu)], ids=["tanh", "relu"])
 def test_every_script_builds_its_vector_trunk_with_the_activation_asked_for(activation, function):
-    from conftest import MODULES
-
     obs = torch.randn(6, 4)
     for module in MODULES:
         model = module.build_model(module.Args(env_id="CartPole-v1", hidden_sizes=(5, 3), activation=activation))
